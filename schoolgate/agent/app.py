@@ -1,0 +1,362 @@
+"""Builds the agent from its configuration: the one place that knows the order of the stages.
+
+The query path, for every datagram or TCP message::
+
+    decode -> identify client -> decide -> cache -> upstream -> encode -> send
+
+* identify comes first, so nothing is looked at for a client outside the client networks (the
+  agent is never an open resolver) and every later stage knows the client's group;
+* decide comes before the cache, so the cache holds upstream answers only and the policy is
+  checked again on every hit: a change of policy or lists never waits for TTLs to run out;
+* the cache comes before the upstream, and on a hit the CNAME targets recorded with the entry are
+  decided too, so a name cannot slip through by aliasing into a blocked one;
+* the upstream stage answers later, from its own task, through the same answer function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from schoolgate.agent.config import AgentConfig, ConfigError
+from schoolgate.agent.dns.cache import AnswerCache, CacheEntry, CacheSettings
+from schoolgate.agent.dns.forward import Forwarder
+from schoolgate.agent.dns.listeners import (
+    Address,
+    Handler,
+    Reply,
+    TcpServer,
+    UdpListener,
+    bind_udp,
+)
+from schoolgate.agent.dns.synth import (
+    EDE_BLOCKED,
+    EDE_FILTERED,
+    BlockAnswers,
+    BlockResponse,
+    BlockSettings,
+)
+from schoolgate.agent.dns.upstream import Upstream, UpstreamGroup
+from schoolgate.agent.dns.wire import (
+    CLASS_IN,
+    OPT_DO,
+    OPT_PLAIN,
+    REFUSED,
+    SERVFAIL,
+    MalformedQuery,
+    Query,
+    error_for,
+    header_response,
+    parse_query,
+    splice,
+    truncated_response,
+)
+from schoolgate.agent.filter.build import BuildError, ListSource
+from schoolgate.agent.filter.compiled import CompiledListError, CompiledLists
+from schoolgate.agent.filter.store import ListStore
+from schoolgate.agent.policy.clients import Client, ClientIdentifier, Group
+from schoolgate.agent.policy.decide import Decider
+from schoolgate.agent.stats import Counters
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The agent cannot start; the message says why and what to do."""
+
+
+@dataclass
+class Pipeline:
+    """One assembled query path: replaced whole on reload."""
+
+    handler: Handler
+    forwarder: Forwarder
+    decider: Decider
+    cache: AnswerCache
+
+
+def cache_settings(config: AgentConfig) -> CacheSettings:
+    c = config.cache
+    return CacheSettings(
+        max_entries=c.size,
+        min_ttl=c.min_ttl,
+        max_ttl=c.max_ttl,
+        max_negative_ttl=c.max_negative_ttl,
+        serve_stale=c.serve_stale,
+        stale_max_age=c.stale_max_age,
+    )
+
+
+def block_settings(config: AgentConfig) -> BlockSettings:
+    f = config.filter
+    return BlockSettings(
+        response=BlockResponse(f.block_response),
+        ttl=f.block_ttl,
+        ede_code=EDE_BLOCKED if f.extended_error == "blocked" else EDE_FILTERED,
+        blockpage_ipv4=tuple(f.blockpage_ipv4),
+        blockpage_ipv6=tuple(f.blockpage_ipv6),
+    )
+
+
+def upstream_group(config: AgentConfig) -> UpstreamGroup:
+    tls = None
+    if any(u.scheme == "tls" for u in config.upstreams):
+        cafile = str(config.upstream_ca_file) if config.upstream_ca_file else None
+        tls = ssl.create_default_context(cafile=cafile)
+    return UpstreamGroup([Upstream(u, config.upstream_timeout, tls) for u in config.upstreams])
+
+
+def build_pipeline(
+    config: AgentConfig,
+    lists: CompiledLists,
+    cache: AnswerCache,
+    counters: Counters,
+) -> Pipeline:
+    """Assemble the stages in their order (see the module docstring for why this order)."""
+    identify = ClientIdentifier(config.client_networks, Group("default")).identify
+    decider = Decider(lists)
+    decide = decider.decide
+    decide_name = decider.decide_name
+    block = BlockAnswers(block_settings(config)).respond
+    cache_get = cache.get
+    cname_inspection = config.filter.cname_inspection
+    monotonic = time.monotonic
+
+    def fit(query: Query, answer: bytes, reply: Reply) -> bytes:
+        if reply.udp and len(answer) > query.udp_size:
+            counters.truncated += 1
+            return truncated_response(query, answer)
+        return answer
+
+    def from_entry(
+        query: Query, client: Client, entry: CacheEntry, now: int, stale: bool, reply: Reply
+    ) -> bytes:
+        if entry.cnames and cname_inspection:
+            group = client.group
+            for target in entry.cnames:
+                decision = decide_name(group, target)
+                if decision.blocked:
+                    counters.cname_blocked += 1
+                    return fit(query, block(query, decision), reply)
+        plain, edns = entry.stale_bodies() if stale else entry.bodies(now)
+        return fit(query, splice(query, plain, edns, OPT_DO if query.do else OPT_PLAIN), reply)
+
+    def deliver(
+        query: Query,
+        client: Client,
+        reply: Reply,
+        addr: Address,
+        entry: CacheEntry | None,
+        stale: bool,
+    ) -> None:
+        if entry is None:
+            answer = header_response(query, SERVFAIL)
+        else:
+            answer = from_entry(query, client, entry, int(monotonic()), stale, reply)
+        reply.send(answer, addr)
+
+    forwarder = Forwarder(
+        upstream_group(config), cache, deliver, counters, config.cache.stale_answer_after
+    )
+    forward = forwarder.forward
+
+    def handle(data: bytes, addr: Address, reply: Reply) -> bytes | None:
+        counters.queries += 1
+        try:
+            query = parse_query(data)
+        except MalformedQuery as exc:
+            if not exc.answerable:
+                counters.dropped += 1
+                return b""
+            counters.formerr += 1
+            return error_for(data, exc.rcode)
+        # 1. identify: refuse outsiders before doing any work for them.
+        client = identify(addr[0])
+        if client is None:
+            counters.refused += 1
+            return header_response(query, REFUSED)
+        if query.qclass != CLASS_IN:
+            counters.notimp += 1
+            return header_response(query, REFUSED)
+        # 2. decide: policy first, so cached answers never bypass it.
+        decision = decide(client.group, query.qname, query.labels, query.key)
+        if decision.blocked:
+            counters.blocked += 1
+            return fit(query, block(query, decision), reply)
+        # 3. cache.
+        now = int(monotonic())
+        entry = cache_get(query.key, now)
+        if entry is not None:
+            counters.cache_hits += 1
+            return from_entry(query, client, entry, now, False, reply)
+        # 4. upstream: answered later through ``deliver``.
+        forward(query, client, reply, addr)
+        return None
+
+    return Pipeline(handle, forwarder, decider, cache)
+
+
+def list_sources(config: AgentConfig) -> list[ListSource]:
+    return [ListSource(c.name, c.category, c.path, c.format) for c in config.lists]
+
+
+class Agent:
+    """The running agent: listeners, the current pipeline, reload and shutdown."""
+
+    def __init__(self, load_config: Callable[[], AgentConfig]) -> None:
+        self._load_config = load_config
+        self.config = load_config()
+        self.counters = Counters()
+        self.store = ListStore(self.config.state_dir)
+        self.udp: list[UdpListener] = []
+        self.tcp: TcpServer | None = None
+        self.pipeline: Pipeline | None = None
+        self.addresses: list[tuple[str, int]] = []
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        started = time.monotonic()
+        lists = await self._lists(self.config, first=True)
+        cache = AnswerCache(cache_settings(self.config))
+        self.pipeline = build_pipeline(self.config, lists, cache, self.counters)
+        await self._listen()
+        log.info(
+            "serving on %s: %d names in %d categories (build %s), upstreams %s; ready in %.2f s",
+            ", ".join(f"{h}:{p}" for h, p in self.addresses),
+            lists.count,
+            len(lists.categories),
+            lists.build_id,
+            ", ".join(u.label for u in self.config.upstreams),
+            time.monotonic() - started,
+        )
+
+    async def _lists(self, config: AgentConfig, first: bool) -> CompiledLists:
+        sources = list_sources(config)
+        store = ListStore(config.state_dir)
+        lists = store.open_current(sources)
+        if lists is not None:
+            return lists
+        try:
+            return await store.compile(sources)
+        except (BuildError, CompiledListError) as exc:
+            if not first:
+                raise
+            fallback = store.open_fallback()
+            if fallback is None:
+                raise StartupError(
+                    f"cannot compile the lists and no earlier build exists: {exc}"
+                ) from None
+            log.error(
+                "cannot compile the lists (%s); serving the last good build %s",
+                exc,
+                fallback.build_id,
+            )
+            return fallback
+
+    async def _listen(self) -> None:
+        assert self.pipeline is not None
+        config = self.config
+        loop = asyncio.get_running_loop()
+        handler = self.pipeline.handler
+        self.tcp = TcpServer(
+            handler,
+            self.counters,
+            config.tcp_idle_timeout,
+            config.tcp_max_connections,
+            config.tcp_max_queries_in_flight,
+        )
+        try:
+            for host, port in config.listen:
+                sock = bind_udp(host, port, config.udp_receive_buffer)
+                listener = UdpListener(sock, handler, self.counters)
+                listener.start(loop)
+                self.udp.append(listener)
+                bound_host, bound_port = listener.address
+                # Port 0 (tests) binds UDP first and then TCP on the same port number.
+                await self.tcp.listen(host, bound_port)
+                self.addresses.append((bound_host, bound_port))
+        except OSError as exc:
+            self._close_listeners()
+            raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+    def _set_handler(self, handler: Handler) -> None:
+        for listener in self.udp:
+            listener.set_handler(handler)
+        if self.tcp is not None:
+            self.tcp.handler = handler
+
+    async def reload(self) -> bool:
+        """Reload config and lists; on any failure keep what is running. True if reloaded."""
+        assert self.pipeline is not None
+        try:
+            config = self._load_config()
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            return False
+        if config.listen != self.config.listen:
+            log.warning("listen addresses changed; that takes a restart, the old ones stay")
+        try:
+            lists = await self._lists(config, first=False)
+        except (BuildError, CompiledListError) as exc:
+            log.error("reload refused, keeping the running lists: %s", exc)
+            return False
+        old = self.pipeline
+        cache = old.cache
+        if cache_settings(config) != cache.settings:
+            cache = AnswerCache(cache_settings(config))
+        self.pipeline = build_pipeline(config, lists, cache, self.counters)
+        self.config = config
+        self._set_handler(self.pipeline.handler)
+        # Questions already upstream finish on the old pipeline, then its upstreams close.
+        asyncio.get_running_loop().create_task(self._retire(old))
+        log.info("reloaded: %d names, build %s", lists.count, lists.build_id)
+        return True
+
+    async def _retire(self, old: Pipeline) -> None:
+        await old.forwarder.drain(timeout=self.config.upstream_timeout * 3)
+        old.forwarder.close()
+
+    def _close_listeners(self) -> None:
+        for listener in self.udp:
+            listener.stop()
+        self.udp.clear()
+
+    async def stop(self, grace: float = 3.0) -> None:
+        """Stop reading, answer what is in flight (up to ``grace`` seconds), close."""
+        self._close_listeners()
+        if self.pipeline is not None:
+            await self.pipeline.forwarder.drain(timeout=grace)
+        if self.tcp is not None:
+            await self.tcp.close(grace=0.5)
+        if self.pipeline is not None:
+            self.pipeline.forwarder.close()
+        log.info("stopped; counters: %s", self.counters.snapshot())
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run_until_stopped(self) -> None:
+        """Serve until SIGTERM/SIGINT; SIGHUP reloads."""
+        loop = asyncio.get_running_loop()
+        reloading: set[asyncio.Task[Any]] = set()
+
+        def on_hup() -> None:
+            task = loop.create_task(self.reload())
+            reloading.add(task)
+            task.add_done_callback(reloading.discard)
+
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+        try:
+            await self._stopping.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+        await self.stop()

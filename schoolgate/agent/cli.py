@@ -1,0 +1,256 @@
+"""``schoolgate-agent``: run the agent, explain a decision, compile the lists."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dnslib import QTYPE
+
+from schoolgate import __version__
+from schoolgate.agent import config as config_mod
+from schoolgate.agent.app import Agent, StartupError, block_settings, list_sources
+from schoolgate.agent.config import AgentConfig, ConfigError, parse_address
+from schoolgate.agent.dns.upstream import parse_upstream
+from schoolgate.agent.dns.wire import Query, parse_query, text_to_wire
+from schoolgate.agent.filter.build import BuildError, build, report_lines
+from schoolgate.agent.filter.compiled import CompiledListError, CompiledLists
+from schoolgate.agent.filter.names import InvalidName, normalize
+from schoolgate.agent.filter.store import ListStore
+from schoolgate.agent.policy.clients import ClientIdentifier, Group
+from schoolgate.agent.policy.decide import Decider
+
+log = logging.getLogger("schoolgate.agent")
+
+EXIT_CONFIG = 2
+EXIT_RUNTIME = 1
+
+
+def _address(text: str) -> str:
+    try:
+        parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _upstream(text: str) -> str:
+    try:
+        parse_upstream(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _list(text: str) -> tuple[str, Path]:
+    category, sep, path = text.partition("=")
+    if not sep or not category or not path:
+        raise argparse.ArgumentTypeError("expected CATEGORY=FILE, e.g. adult=adult.txt")
+    return category, Path(path).resolve()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="schoolgate-agent",
+        description="DNS filtering proxy and activity logger for a school network.",
+    )
+    parser.add_argument("--version", action="version", version=f"schoolgate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def config_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--config",
+            type=Path,
+            metavar="FILE",
+            help="the TOML configuration (default: the bundled configuration)",
+        )
+        p.add_argument(
+            "--list",
+            dest="lists",
+            action="append",
+            type=_list,
+            default=[],
+            metavar="CATEGORY=FILE",
+            help="add a list, blocked for every client (repeatable)",
+        )
+        p.add_argument("--state-dir", type=Path, metavar="DIR", help="where compiled lists live")
+        p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    run = sub.add_parser("run", help="run the DNS service in the foreground")
+    config_arg(run)
+    run.add_argument(
+        "--listen",
+        action="append",
+        type=_address,
+        default=[],
+        metavar="ADDR:PORT",
+        help="listen on this address, UDP and TCP (repeatable; replaces server.listen)",
+    )
+    run.add_argument(
+        "--upstream",
+        action="append",
+        type=_upstream,
+        default=[],
+        metavar="URL",
+        help="udp://, tcp:// or tls:// upstream (repeatable; replaces upstream.servers)",
+    )
+
+    check = sub.add_parser("check", help="explain what the filter does with a name")
+    config_arg(check)
+    check.add_argument("name")
+    check.add_argument("--client", default="127.0.0.1", metavar="IP")
+    check.add_argument("--type", default="A", metavar="TYPE")
+
+    lists = sub.add_parser("lists", help="manage the compiled lists")
+    lists_sub = lists.add_subparsers(dest="lists_command", required=True)
+    compile_ = lists_sub.add_parser("compile", help="compile the configured lists now")
+    config_arg(compile_)
+    return parser
+
+
+def _loader(args: argparse.Namespace) -> Any:
+    def overrides(raw: dict[str, Any]) -> None:
+        server = raw.setdefault("server", {})
+        if getattr(args, "listen", None):
+            server["listen"] = list(args.listen)
+        if getattr(args, "upstream", None):
+            raw.setdefault("upstream", {})["servers"] = list(args.upstream)
+        if args.state_dir is not None:
+            server["state_dir"] = str(args.state_dir.resolve())
+        for category, path in args.lists:
+            raw.setdefault("lists", []).append(
+                {"name": f"{category}:{path.name}", "category": category, "path": str(path)}
+            )
+
+    def load() -> AgentConfig:
+        return config_mod.load(args.config, overrides)
+
+    return load
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    load = _loader(args)
+    try:
+        if args.command == "run":
+            return _run(load)
+        if args.command == "check":
+            return _check(load(), args.name, args.client, args.type)
+        return _compile(load())
+    except ConfigError as exc:
+        print(f"schoolgate-agent: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (StartupError, BuildError, CompiledListError) as exc:
+        print(f"schoolgate-agent: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+
+
+def _run(load: Any) -> int:
+    _install_uvloop()
+
+    async def serve() -> None:
+        agent = Agent(load)
+        await agent.start()
+        await agent.run_until_stopped()
+
+    asyncio.run(serve())
+    return 0
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop  # noqa: PLC0415 - optional at run time
+    except ImportError:  # pragma: no cover - uvloop is a dependency but optional at run time
+        log.info("uvloop not installed; using the standard event loop")
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _open_lists(config: AgentConfig) -> CompiledLists:
+    store = ListStore(config.state_dir)
+    sources = list_sources(config)
+    lists = store.open_current(sources)
+    if lists is None:
+        lists = asyncio.run(store.compile(sources))
+    return lists
+
+
+def _check(config: AgentConfig, name: str, client_ip: str, qtype_name: str) -> int:
+    try:
+        text = normalize(name)
+    except InvalidName as exc:
+        print(f"{name!r} is not a name the filter can match: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    qtype = _qtype(qtype_name)
+    if qtype is None:
+        print(f"unknown record type {qtype_name!r}", file=sys.stderr)
+        return EXIT_CONFIG
+    query = _synthetic_query(text, qtype)
+    identify = ClientIdentifier(config.client_networks, Group("default"))
+    client = identify.identify(client_ip)
+    print(f"name:     {text}.")
+    print(f"type:     {qtype_name.upper()}")
+    if client is None:
+        print(f"client:   {client_ip} is outside the client networks")
+        print("decision: refused (the agent is not an open resolver)")
+        return 0
+    print(f"client:   {client.address} (group {client.group.name})")
+    lists = _open_lists(config)
+    decider = Decider(lists)
+    decision = decider.explain(query.qname, query.labels)
+    print(f"decision: {decision.action.value}")
+    if decision.blocked:
+        settings = block_settings(config)
+        print(f"category: {decision.category}")
+        print(f"entry:    {decision.entry}")
+        for source in lists.sources:
+            if source.name in decision.lists:
+                print(f"list:     {source.name} ({source.origin})")
+        print(f"answer:   {settings.response.value} (block TTL {settings.ttl} s)")
+    else:
+        print(f"reason:   {decision.rule}")
+    print(f"lists:    build {lists.build_id}, {lists.count} names")
+    return 0
+
+
+def _qtype(name: str) -> int | None:
+    try:
+        return int(QTYPE.reverse[name.upper()]) if not name.isdigit() else int(name)
+    except KeyError:
+        return None
+
+
+def _synthetic_query(name: str, qtype: int) -> Query:
+    wire = text_to_wire(name)
+    data = (
+        b"\x00\x00\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+        + wire
+        + qtype.to_bytes(2, "big")
+        + b"\x00\x01"
+    )
+    return parse_query(data)
+
+
+def _compile(config: AgentConfig) -> int:
+    store = ListStore(config.state_dir)
+    store.dir.mkdir(parents=True, exist_ok=True)
+    result = build(list_sources(config), store.next)
+    lists = store.promote()
+    for line in report_lines(result):
+        print(line.replace(str(store.next), str(store.current)))
+    print(f"build {lists.build_id} is now current")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Synthetic answers for blocked names, built with dnslib once per question and memoized.
+
+Every record type of a blocked name gets a consistent answer, so no browser reaches a blocked
+site through HTTPS/SVCB or any other type: A and AAAA get the block-page or null address (or
+NXDOMAIN), everything else NODATA (or NXDOMAIN). Negative answers carry an SOA so clients cache
+them for the block TTL (RFC 2308), and every blocked answer to an EDNS client carries an Extended
+DNS Error (RFC 8914) whose text names the category.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final
+
+from dnslib import AAAA, QTYPE, RR, SOA, A, DNSHeader, DNSQuestion, DNSRecord
+
+from schoolgate.agent.dns.wire import (
+    NOERROR,
+    NXDOMAIN,
+    TYPE_A,
+    TYPE_AAAA,
+    Query,
+    ede_option,
+    opt_record,
+    set_arcount_plus_one,
+    splice,
+    wire_to_text,
+)
+from schoolgate.agent.policy.decision import Decision
+
+EDE_BLOCKED: Final = 15
+EDE_FILTERED: Final = 17
+_MEMO_LIMIT: Final = 50_000
+# RFC 6761 reserves .invalid; the SOA of a synthetic answer must not point anywhere real.
+_SOA_MNAME: Final = "blocked.invalid."
+_SOA_RNAME: Final = "hostmaster.blocked.invalid."
+
+
+class BlockResponse(StrEnum):
+    """How A and AAAA questions for a blocked name are answered."""
+
+    NULL = "null"  # 0.0.0.0 and ::
+    NXDOMAIN = "nxdomain"
+    BLOCKPAGE = "blockpage"  # the block-page addresses
+
+
+@dataclass(frozen=True)
+class BlockSettings:
+    response: BlockResponse = BlockResponse.NULL
+    ttl: int = 60
+    ede_code: int = EDE_BLOCKED
+    blockpage_ipv4: tuple[str, ...] = ()
+    blockpage_ipv6: tuple[str, ...] = field(default_factory=tuple)
+
+
+_Answers = tuple[bytes, bytes, bytes, bytes]  # plain, edns-ready, OPT without DO, OPT with DO
+
+
+class BlockAnswers:
+    """Builds and memoizes the answer to a blocked question."""
+
+    def __init__(self, settings: BlockSettings) -> None:
+        self.settings = settings
+        self._memo: dict[tuple[bytes, Decision], _Answers] = {}
+
+    def respond(self, query: Query, decision: Decision) -> bytes:
+        memo_key = (query.key, decision)
+        answers = self._memo.get(memo_key)
+        if answers is None:
+            answers = self._build(query, decision)
+            if len(self._memo) >= _MEMO_LIMIT:
+                self._memo.clear()
+            self._memo[memo_key] = answers
+        plain, edns, opt, opt_do = answers
+        return splice(query, plain, edns, opt_do if query.do else opt)
+
+    def _build(self, query: Query, decision: Decision) -> _Answers:
+        s = self.settings
+        qname = wire_to_text(query.qname)
+        flags = query.flags
+        rcode = NOERROR
+        addresses: tuple[str, ...] = ()
+        if s.response is BlockResponse.NXDOMAIN:
+            rcode = NXDOMAIN
+        elif query.qtype == TYPE_A:
+            addresses = ("0.0.0.0",) if s.response is BlockResponse.NULL else s.blockpage_ipv4
+        elif query.qtype == TYPE_AAAA:
+            addresses = ("::",) if s.response is BlockResponse.NULL else s.blockpage_ipv6
+
+        header = DNSHeader(id=0, qr=1, ra=1, rd=(flags >> 8) & 1, cd=(flags >> 4) & 1, rcode=rcode)
+        record = DNSRecord(header, q=DNSQuestion(qname, query.qtype, query.qclass))
+        rdata_type = A if query.qtype == TYPE_A else AAAA
+        for address in addresses:
+            record.add_answer(RR(qname, query.qtype, rdata=rdata_type(address), ttl=s.ttl))
+        if not addresses:
+            record.add_auth(
+                RR(
+                    _soa_owner(qname, decision),
+                    QTYPE.SOA,
+                    rdata=SOA(_SOA_MNAME, _SOA_RNAME, (1, 3600, 600, 86400, s.ttl)),
+                    ttl=s.ttl,
+                )
+            )
+        plain = record.pack()
+        # dnslib packs the name as we gave it; the splice puts the client's own question back.
+        text = f"blocked by school policy: {decision.category or 'blocked'}"
+        ede = ede_option(s.ede_code, text)
+        return (
+            plain,
+            set_arcount_plus_one(plain),
+            opt_record(False, ede),
+            opt_record(True, ede),
+        )
+
+    def clear(self) -> None:
+        self._memo.clear()
+
+
+def _soa_owner(qname: str, decision: Decision) -> str:
+    # The negative answer's SOA belongs at the blocked entry when the name lies below it; a
+    # CNAME target's entry is elsewhere, so the question name itself is used then.
+    entry = decision.entry
+    if entry and (qname == entry + "." or qname.endswith("." + entry + ".")):
+        return entry + "."
+    return qname

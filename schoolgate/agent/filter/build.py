@@ -1,0 +1,284 @@
+"""Compile list sources into one compiled file (see ``compiled``).
+
+Runs in its own process when the agent starts or reloads (``python -m
+schoolgate.agent.filter.build``) so that the millions of short-lived strings of a compile never
+inflate the resident size of the DNS server; the agent only maps the result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from schoolgate.agent.filter.compiled import (
+    CompiledLists,
+    bucket_bits_for,
+    write_compiled,
+)
+from schoolgate.agent.filter.names import fingerprint, to_wire
+from schoolgate.agent.filter.parsers import ListFormat, ParseReport, detect_format, parse_lines
+
+_SNIFF_LINES = 200
+_MAX_SOURCE_SETS = 0xFFFF
+
+
+class BuildError(Exception):
+    """A build that could not produce a file; the running build stays in service."""
+
+
+@dataclass(frozen=True)
+class ListSource:
+    """A list file feeding one category."""
+
+    name: str
+    category: str
+    path: Path
+    format: ListFormat = ListFormat.AUTO
+
+    def stamp(self) -> list[Any]:
+        """What must be unchanged for a compiled file to still be current."""
+        st = self.path.stat()
+        return [
+            self.name,
+            self.category,
+            self.format.value,
+            str(self.path),
+            st.st_size,
+            st.st_mtime_ns,
+        ]
+
+
+@dataclass
+class SourceResult:
+    source: ListSource
+    report: ParseReport
+    sha256: str
+
+
+@dataclass
+class BuildResult:
+    path: Path
+    names: int
+    size: int
+    seconds: float
+    build_id: str
+    sources: list[SourceResult] = field(default_factory=list)
+
+
+def read_source(source: ListSource) -> tuple[np.ndarray[Any, np.dtype[np.uint64]], SourceResult]:
+    """Parse one list into an array of fingerprints, with its report and content digest."""
+    digest = hashlib.sha256()
+    report = ParseReport()
+    try:
+        raw = open(source.path, "rb")  # noqa: SIM115 - closed below, wrapped for text
+    except OSError as exc:
+        raise BuildError(
+            f"list {source.name!r}: cannot read {source.path}: {exc.strerror}"
+        ) from None
+    with raw:
+        text = io.TextIOWrapper(
+            io.BufferedReader(_Digesting(raw, digest)), encoding="utf-8", errors="replace"
+        )
+        head = list(itertools.islice(text, _SNIFF_LINES))
+        fmt = source.format
+        if fmt is ListFormat.AUTO:
+            fmt = detect_format(head)
+        names = parse_lines(itertools.chain(head, text), fmt, report)
+        prints = np.fromiter((fingerprint(to_wire(n)) for n in names), dtype=np.uint64)
+    return prints, SourceResult(source, report, digest.hexdigest())
+
+
+class _Digesting(io.RawIOBase):
+    """A reader that hashes what passes through it, so a list is read from disk once."""
+
+    def __init__(self, inner: io.BufferedReader, digest: Any) -> None:
+        self._inner = inner
+        self._digest = digest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._inner.readinto(buffer)
+        if n:
+            self._digest.update(memoryview(buffer)[:n])
+        return n
+
+
+def build(sources: Sequence[ListSource], out: Path) -> BuildResult:
+    """Compile ``sources`` into ``out``, replacing it atomically."""
+    started = time.monotonic()
+    if len(sources) > 0xFFFF:
+        raise BuildError("too many lists in one build (at most 65535)")
+    chunks = []
+    owners = []
+    results = []
+    for index, source in enumerate(sources):
+        prints, result = read_source(source)
+        chunks.append(prints)
+        owners.append(np.full(len(prints), index, dtype=np.uint16))
+        results.append(result)
+    prints_all = np.concatenate(chunks) if chunks else np.zeros(0, np.uint64)
+    owners_all = np.concatenate(owners) if owners else np.zeros(0, np.uint16)
+    unique_prints, set_ids, set_table = _merge(prints_all, owners_all, len(sources))
+    count = len(unique_prints)
+    bits = bucket_bits_for(count)
+    buckets = _bucket_table(unique_prints, bits)
+
+    categories: list[str] = []
+    for source in sources:
+        if source.category not in categories:
+            categories.append(source.category)
+    meta = {
+        "build_id": f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-"
+        f"{fingerprint(unique_prints.tobytes()):016x}",
+        "built_at": time.time(),
+        "categories": categories,
+        "sets": set_table,
+        "sources": [
+            {
+                "name": r.source.name,
+                "category": r.source.category,
+                "format": r.report.format.value,
+                "origin": str(r.source.path),
+                "sha256": r.sha256,
+                "entries": r.report.entries,
+                "invalid": r.report.invalid,
+                "unsupported": r.report.unsupported,
+            }
+            for r in results
+        ],
+        "stamps": [s.stamp() for s in sources],
+    }
+    size = write_compiled(
+        out,
+        prints=unique_prints.astype("<u8").tobytes(),
+        sets=set_ids.astype("<u2").tobytes(),
+        buckets=buckets.astype("<u4").tobytes(),
+        count=count,
+        bits=bits,
+        meta=meta,
+    )
+    return BuildResult(
+        path=out,
+        names=count,
+        size=size,
+        seconds=time.monotonic() - started,
+        build_id=str(meta["build_id"]),
+        sources=results,
+    )
+
+
+def _merge(
+    prints: np.ndarray[Any, np.dtype[np.uint64]],
+    owners: np.ndarray[Any, np.dtype[np.uint16]],
+    n_sources: int,
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], list[list[int]]]:
+    """Sorted unique fingerprints, the source-set id of each, and the set table."""
+    if len(prints) == 0:
+        return prints, np.zeros(0, np.uint16), []
+    order = np.lexsort((owners, prints))
+    prints = prints[order]
+    owners = owners[order]
+    fresh = np.ones(len(prints), dtype=bool)
+    fresh[1:] = (prints[1:] != prints[:-1]) | (owners[1:] != owners[:-1])
+    prints = prints[fresh]
+    owners = owners[fresh]
+    starts = np.flatnonzero(np.concatenate(([True], prints[1:] != prints[:-1])))
+    words = (n_sources + 63) // 64
+    bits = np.zeros((len(owners), words), dtype=np.uint64)
+    bits[np.arange(len(owners)), owners // 64] = np.left_shift(
+        np.uint64(1), (owners % 64).astype(np.uint64)
+    )
+    masks = np.bitwise_or.reduceat(bits, starts, axis=0)
+    table, inverse = np.unique(masks, axis=0, return_inverse=True)
+    if len(table) > _MAX_SOURCE_SETS:
+        raise BuildError("too many distinct combinations of lists (at most 65535)")
+    set_table = [
+        [w * 64 + b for w in range(words) for b in range(64) if int(row[w]) >> b & 1]
+        for row in table
+    ]
+    return prints[starts], inverse.reshape(-1).astype(np.uint16), set_table
+
+
+def _bucket_table(prints: np.ndarray[Any, Any], bits: int) -> np.ndarray[Any, Any]:
+    if bits == 0:
+        return np.array([0, len(prints)], dtype=np.uint32)
+    tops = prints >> np.uint64(64 - bits)
+    edges = np.arange((1 << bits) + 1, dtype=np.uint64)
+    return np.searchsorted(tops, edges, side="left").astype(np.uint32)
+
+
+def is_current(compiled: CompiledLists, sources: Sequence[ListSource]) -> bool:
+    """True when ``compiled`` was built from exactly these sources, unchanged on disk."""
+    try:
+        stamps = [s.stamp() for s in sources]
+    except OSError:
+        return False
+    return bool(compiled.meta.get("stamps") == stamps)
+
+
+def report_lines(result: BuildResult) -> Iterator[str]:
+    """Human-readable summary of a build, as ``lists compile`` prints it."""
+    for r in result.sources:
+        rep = r.report
+        yield (
+            f"{r.source.name} ({r.source.category}, {rep.format.value}): {rep.entries} entries, "
+            f"{rep.invalid} invalid, {rep.unsupported} unsupported, {rep.comments} comments, "
+            f"{rep.lines} lines"
+        )
+        for example in rep.examples:
+            yield f"    {example}"
+    per_name = result.size / result.names if result.names else 0.0
+    yield (
+        f"compiled {result.names} unique names into {result.path} "
+        f"({result.size} bytes, {per_name:.1f} bytes/name) in {result.seconds:.2f} s"
+    )
+
+
+def _main(argv: list[str]) -> int:
+    """Worker entry point: a JSON job on stdin, a JSON result on stdout."""
+    job = json.load(sys.stdin)
+    sources = [
+        ListSource(s["name"], s["category"], Path(s["path"]), ListFormat(s["format"]))
+        for s in job["sources"]
+    ]
+    try:
+        result = build(sources, Path(job["out"]))
+    except BuildError as exc:
+        json.dump({"ok": False, "error": str(exc)}, sys.stdout)
+        return 1
+    json.dump(
+        {
+            "ok": True,
+            "path": str(result.path),
+            "names": result.names,
+            "seconds": result.seconds,
+            "report": list(report_lines(result)),
+            "sources": [
+                {
+                    "name": r.source.name,
+                    **{k: v for k, v in asdict(r.report).items() if k != "format"},
+                }
+                for r in result.sources
+            ],
+        },
+        sys.stdout,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    os.nice(5)  # a compile must never starve the DNS server on a two-core box
+    sys.exit(_main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""Bundled configuration and lists: what a fresh install filters with."""
