@@ -45,6 +45,7 @@ from schoolgate.agent.dns.synth import (
 from schoolgate.agent.dns.upstream import Upstream, UpstreamGroup
 from schoolgate.agent.dns.wire import (
     CLASS_IN,
+    MIN_UDP_PAYLOAD,
     OPT_DO,
     OPT_PLAIN,
     REFUSED,
@@ -65,6 +66,8 @@ from schoolgate.agent.policy.decide import Decider
 from schoolgate.agent.stats import Counters
 
 log = logging.getLogger(__name__)
+
+_PARSED_LIMIT = 50_000
 
 
 class StartupError(Exception):
@@ -124,18 +127,28 @@ def build_pipeline(
     decide = decider.decide
     decide_name = decider.decide_name
     block = BlockAnswers(block_settings(config)).respond
-    cache_get = cache.get
+    cache_lookup = cache.lookup
+    cache_touch = cache.touch
     cname_inspection = config.filter.cname_inspection
     monotonic = time.monotonic
+    # Clients repeat byte-identical queries but for the ID, so decoding is memoized on the rest
+    # of the datagram; a Query holds nothing that depends on the ID.
+    parsed: dict[bytes, Query] = {}
 
     def fit(query: Query, answer: bytes, reply: Reply) -> bytes:
-        if reply.udp and len(answer) > query.udp_size:
+        if len(answer) > (query.udp_size or MIN_UDP_PAYLOAD) and reply.udp:
             counters.truncated += 1
             return truncated_response(query, answer)
         return answer
 
     def from_entry(
-        query: Query, client: Client, entry: CacheEntry, now: int, stale: bool, reply: Reply
+        data: bytes,
+        query: Query,
+        client: Client,
+        entry: CacheEntry,
+        now: int,
+        stale: bool,
+        reply: Reply,
     ) -> bytes:
         if entry.cnames and cname_inspection:
             group = client.group
@@ -143,11 +156,20 @@ def build_pipeline(
                 decision = decide_name(group, target)
                 if decision.blocked:
                     counters.cname_blocked += 1
-                    return fit(query, block(query, decision), reply)
+                    return fit(query, block(data, query, decision), reply)
         plain, edns = entry.stale_bodies() if stale else entry.bodies(now)
-        return fit(query, splice(query, plain, edns, OPT_DO if query.do else OPT_PLAIN), reply)
+        answer = splice(data, query, plain, edns, OPT_DO if query.do else OPT_PLAIN)
+        if len(answer) > (query.udp_size or MIN_UDP_PAYLOAD):
+            if reply.udp:
+                counters.truncated += 1
+                return truncated_response(query, answer)
+        elif not stale and not (entry.cnames and cname_inspection):
+            # Only answers that need no policy check and fit any transport are memoized.
+            entry.answers[query] = answer[2:]
+        return answer
 
     def deliver(
+        data: bytes,
         query: Query,
         client: Client,
         reply: Reply,
@@ -156,9 +178,9 @@ def build_pipeline(
         stale: bool,
     ) -> None:
         if entry is None:
-            answer = header_response(query, SERVFAIL)
+            answer = header_response(data, query, SERVFAIL)
         else:
-            answer = from_entry(query, client, entry, int(monotonic()), stale, reply)
+            answer = from_entry(data, query, client, entry, int(monotonic()), stale, reply)
         reply.send(answer, addr)
 
     forwarder = Forwarder(
@@ -167,36 +189,46 @@ def build_pipeline(
     forward = forwarder.forward
 
     def handle(data: bytes, addr: Address, reply: Reply) -> bytes | None:
-        counters.queries += 1
         try:
-            query = parse_query(data)
+            query = parsed.get(data[2:])
+            if query is None:
+                query = parse_query(data)
+                if len(parsed) >= _PARSED_LIMIT:
+                    parsed.clear()
+                parsed[data[2:]] = query
+            # 1. identify: refuse outsiders before doing any work for them.
+            client = identify(addr[0])
+            if client is None:
+                counters.refused += 1
+                return header_response(data, query, REFUSED)
+            key = query.key
+            if key[-2] != CLASS_IN or key[-3]:
+                counters.notimp += 1
+                return header_response(data, query, REFUSED)
+            # 2. decide: policy first, so cached answers never bypass it.
+            decision = decide(client.group, query)
         except MalformedQuery as exc:
             if not exc.answerable:
                 counters.dropped += 1
                 return b""
             counters.formerr += 1
             return error_for(data, exc.rcode)
-        # 1. identify: refuse outsiders before doing any work for them.
-        client = identify(addr[0])
-        if client is None:
-            counters.refused += 1
-            return header_response(query, REFUSED)
-        if query.qclass != CLASS_IN:
-            counters.notimp += 1
-            return header_response(query, REFUSED)
-        # 2. decide: policy first, so cached answers never bypass it.
-        decision = decide(client.group, query.qname, query.labels, query.key)
         if decision.blocked:
             counters.blocked += 1
-            return fit(query, block(query, decision), reply)
-        # 3. cache.
+            return fit(query, block(data, query, decision), reply)
+        # 3. cache: AnswerCache.get inlined, as this is the hottest path there is.
         now = int(monotonic())
-        entry = cache_get(query.key, now)
-        if entry is not None:
+        entry = cache_lookup(key)
+        if entry is not None and entry.expires > now:
             counters.cache_hits += 1
-            return from_entry(query, client, entry, now, False, reply)
+            if entry.second != now:
+                cache_touch(key, entry, now)
+            answer = entry.answers.get(query)
+            if answer is not None:
+                return data[:2] + answer
+            return from_entry(data, query, client, entry, now, False, reply)
         # 4. upstream: answered later through ``deliver``.
-        forward(query, client, reply, addr)
+        forward(data, query, client, reply, addr)
         return None
 
     return Pipeline(handle, forwarder, decider, cache)

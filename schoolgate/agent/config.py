@@ -307,7 +307,9 @@ def _check(c: _RawConfig, file: str, base: Path) -> AgentConfig:
                 "use letters, digits, '-' and '_' only",
             )
         lists.append(
-            ListConfig(entry.name, entry.category, _resolve(base, entry.path), ListFormat(entry.format))
+            ListConfig(
+                entry.name, entry.category, _resolve(base, entry.path), ListFormat(entry.format)
+            )
         )
 
     return AgentConfig(

@@ -13,6 +13,7 @@ they can be served, with a short TTL, when every upstream fails (RFC 8767).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -39,9 +40,15 @@ class CacheSettings:
 
 
 class CacheEntry:
-    """One cached response. ``plain``/``edns`` are the TTL-patched bodies for second ``second``."""
+    """One cached response.
+
+    ``plain``/``edns`` are the bodies with TTLs counted down to second ``second``; ``answers``
+    holds, for that second, finished answers (all but the ID) per distinct query, so a repeated
+    question is answered with one concatenation.
+    """
 
     __slots__ = (
+        "answers",
         "body",
         "cnames",
         "edns",
@@ -77,14 +84,20 @@ class CacheEntry:
         self.second = -1
         self.plain = body
         self.edns = b""
+        self.answers: dict[object, bytes] = {}
 
     def bodies(self, now: int) -> tuple[bytes, bytes]:
         """(body without OPT, body ready for an OPT) with TTLs as of second ``now``."""
         if self.second != now:
-            self.plain = patch_ttls(self.body, self.offsets, self.ttls, now - self.stored)
-            self.edns = set_arcount_plus_one(self.plain)
-            self.second = now
+            self.count_down(now)
         return self.plain, self.edns
+
+    def count_down(self, now: int) -> None:
+        """Make the bodies for second ``now``; answers of earlier seconds are dropped."""
+        self.plain = patch_ttls(self.body, self.offsets, self.ttls, now - self.stored)
+        self.edns = set_arcount_plus_one(self.plain)
+        self.answers = {}
+        self.second = now
 
     def stale_bodies(self) -> tuple[bytes, bytes]:
         """The bodies with every TTL set to the stale-answer TTL."""
@@ -108,8 +121,20 @@ class AnswerCache:
         entry = self._entries.get(key)
         if entry is None or entry.expires <= now:
             return None
-        self._entries.move_to_end(key)
+        if entry.second != now:
+            self.touch(key, entry, now)
         return entry
+
+    def touch(self, key: bytes, entry: CacheEntry, now: int) -> None:
+        """Count the TTLs down and refresh the LRU position: at most once a second per entry,
+        which keeps recency exact enough and the work off the hits in between."""
+        self._entries.move_to_end(key)
+        entry.count_down(now)
+
+    @property
+    def lookup(self) -> Callable[[bytes], CacheEntry | None]:
+        """The raw map lookup, for the query path to inline ``get`` (see app.build_pipeline)."""
+        return self._entries.get
 
     def get_stale(self, key: bytes, now: int) -> CacheEntry | None:
         """An expired entry still inside the serve-stale window."""

@@ -23,9 +23,9 @@ from schoolgate.agent.stats import Counters
 
 log = logging.getLogger(__name__)
 
-Waiter = tuple[Query, Any, Reply, Address]
+Waiter = tuple[bytes, Query, Any, Reply, Address]
 # Called for each waiter with the entry to answer from (None: SERVFAIL) and whether it is stale.
-Deliver = Callable[[Query, Any, Reply, Address, CacheEntry | None, bool], None]
+Deliver = Callable[[bytes, Query, Any, Reply, Address, CacheEntry | None, bool], None]
 
 
 class Forwarder:
@@ -45,14 +45,14 @@ class Forwarder:
         self._in_flight: dict[bytes, list[Waiter]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def forward(self, query: Query, client: Any, reply: Reply, addr: Address) -> None:
+    def forward(self, data: bytes, query: Query, client: Any, reply: Reply, addr: Address) -> None:
         waiters = self._in_flight.get(query.key)
         if waiters is not None:
             self._counters.coalesced += 1
-            waiters.append((query, client, reply, addr))
+            waiters.append((data, query, client, reply, addr))
             return
         self._counters.forwarded += 1
-        self._in_flight[query.key] = [(query, client, reply, addr)]
+        self._in_flight[query.key] = [(data, query, client, reply, addr)]
         task = asyncio.get_running_loop().create_task(self._resolve(query))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -102,8 +102,8 @@ class Forwarder:
         elif entry is None:
             self._counters.servfail += len(waiters)
         deliver = self._deliver
-        for query, client, reply, addr in waiters:
-            deliver(query, client, reply, addr, entry, stale)
+        for data, query, client, reply, addr in waiters:
+            deliver(data, query, client, reply, addr, entry, stale)
 
     async def drain(self, timeout: float) -> None:
         """Wait for questions in flight to be answered (at shutdown)."""

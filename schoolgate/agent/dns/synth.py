@@ -62,18 +62,19 @@ class BlockAnswers:
 
     def __init__(self, settings: BlockSettings) -> None:
         self.settings = settings
-        self._memo: dict[tuple[bytes, Decision], _Answers] = {}
+        # Finished answers, all but the ID, per (query, decision): both are interned objects.
+        self._memo: dict[tuple[Query, Decision], bytes] = {}
 
-    def respond(self, query: Query, decision: Decision) -> bytes:
-        memo_key = (query.key, decision)
-        answers = self._memo.get(memo_key)
-        if answers is None:
-            answers = self._build(query, decision)
+    def respond(self, data: bytes, query: Query, decision: Decision) -> bytes:
+        memo_key = (query, decision)
+        answer = self._memo.get(memo_key)
+        if answer is None:
+            plain, edns, opt, opt_do = self._build(query, decision)
+            answer = splice(data, query, plain, edns, opt_do if query.do else opt)[2:]
             if len(self._memo) >= _MEMO_LIMIT:
                 self._memo.clear()
-            self._memo[memo_key] = answers
-        plain, edns, opt, opt_do = answers
-        return splice(query, plain, edns, opt_do if query.do else opt)
+            self._memo[memo_key] = answer
+        return data[:2] + answer
 
     def _build(self, query: Query, decision: Decision) -> _Answers:
         s = self.settings

@@ -54,6 +54,7 @@ EDNS_PAYLOAD: Final = 1232
 MIN_UDP_PAYLOAD: Final = 512
 
 _HEADER = struct.Struct("!HHHHHH")
+_FLAGS_COUNTS = struct.Struct("!HHHHH")
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 _RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
@@ -75,46 +76,51 @@ class MalformedQuery(Exception):
 
 
 class Query:
-    """The fields of a decoded query that the pipeline needs.
+    """A decoded query, without its ID: identical datagrams share one ``Query``.
 
-    ``qname`` is the name in wire format, lowercased, ending with the root label; ``labels`` are the
-    offsets in ``qname`` where each label starts, which are also the starts of its suffixes.
-    ``key`` is the cache and decision key: lowercased question plus a byte of query flags.
+    ``key`` is the lowercased question (name in wire form, type, class) plus one byte of query
+    flags: the cache and decision key. ``question`` is the question as the client sent it, in its
+    letter case, to be echoed. ``udp_size`` is 0 when the client sent no OPT record. Everything
+    else is derived when asked for, because a cache hit needs none of it.
     """
 
-    __slots__ = (
-        "data",
-        "do",
-        "edns",
-        "key",
-        "labels",
-        "qclass",
-        "qend",
-        "qname",
-        "qtype",
-        "question",
-        "udp_size",
-    )
+    __slots__ = ("do", "flags", "key", "qend", "question", "udp_size")
 
-    data: bytes
-    question: bytes
     key: bytes
-    qname: bytes
-    labels: list[int]
-    qtype: int
-    qclass: int
+    question: bytes
+    flags: int
     qend: int
-    edns: bool
-    do: bool
     udp_size: int
+    do: bool
 
     @property
-    def qid(self) -> int:
-        return (self.data[0] << 8) | self.data[1]
+    def edns(self) -> bool:
+        return self.udp_size != 0
 
     @property
-    def flags(self) -> int:
-        return (self.data[2] << 8) | self.data[3]
+    def qname(self) -> bytes:
+        """The lowercased name in wire form, ending with the root label."""
+        return self.key[: self.qend - 16]
+
+    @property
+    def qtype(self) -> int:
+        key = self.key
+        return (key[-5] << 8) | key[-4]
+
+    @property
+    def qclass(self) -> int:
+        key = self.key
+        return (key[-3] << 8) | key[-2]
+
+    @property
+    def labels(self) -> list[int]:
+        """Offsets in ``qname`` where each label (and so each suffix) starts.
+
+        The fast parse finds the end of the name with one search for a zero byte; walking the
+        labels here checks that the name really ends there. It runs once per distinct key
+        (decisions are memoized), before the key can reach the cache.
+        """
+        return name_labels(self.qname)
 
     @property
     def upstream_question(self) -> bytes:
@@ -125,86 +131,87 @@ class Query:
         return wire_to_text(self.qname)
 
 
+def name_labels(qname: bytes) -> list[int]:
+    """Label offsets of a wire name; ``MalformedQuery`` unless the labels end exactly at its end."""
+    labels = []
+    i = 0
+    last = len(qname) - 1
+    while i < last:
+        length = qname[i]
+        if length > 63:
+            raise MalformedQuery("label longer than 63 or compressed", answerable=True)
+        labels.append(i)
+        i += length + 1
+    if i != last or qname[last] != 0:
+        raise MalformedQuery("labels do not add up to the name", answerable=True)
+    return labels
+
+
+_ONE_QUESTION: Final = b"\x00\x01\x00\x00\x00\x00\x00\x00"
+_ONE_QUESTION_ONE_OPT: Final = b"\x00\x01\x00\x00\x00\x00\x00\x01"
+
+
 def parse_query(data: bytes) -> Query:
     """Decode a query datagram: header, one question and an optional OPT record.
 
     Anything else (no question, several questions, answer records, a response, an unknown opcode,
-    compression in the question, a bad OPT) raises ``MalformedQuery``.
+    a name longer than 255 octets, a bad OPT) raises ``MalformedQuery``. The labels of the name
+    are checked later, by ``Query.labels``.
     """
-    size = len(data)
-    if size < 12:
-        raise MalformedQuery("shorter than a DNS header", answerable=False)
+    if len(data) < 17:
+        raise MalformedQuery("shorter than a header and a question", answerable=len(data) >= 12)
     flags_hi = data[2]
-    if flags_hi & 0x80:
-        # A response sent to a server port is at best a mistake and at worst a reflection attempt.
-        raise MalformedQuery("QR bit set", answerable=False)
-    if flags_hi & 0x78:
+    if flags_hi & 0xF8:
+        if flags_hi & 0x80:
+            # A response sent to a server port is a mistake or a reflection attempt: no answer.
+            raise MalformedQuery("QR bit set", answerable=False)
         raise MalformedQuery("opcode is not QUERY", answerable=True, rcode=NOTIMP)
     counts = data[4:12]
-    if counts == b"\x00\x01\x00\x00\x00\x00\x00\x00":
-        arcount = 0
-    elif counts == b"\x00\x01\x00\x00\x00\x00\x00\x01":
-        arcount = 1
+    if counts == _ONE_QUESTION:
+        edns = False
+    elif counts == _ONE_QUESTION_ONE_OPT:
+        edns = True
     else:
         raise MalformedQuery("expected one question and at most one additional", answerable=True)
-
-    i = 12
-    labels = []
-    while True:
-        if i >= size:
-            raise MalformedQuery("question name runs past the end", answerable=True)
-        length = data[i]
-        if length == 0:
-            break
-        if length > 63:
-            raise MalformedQuery("label longer than 63 or compressed", answerable=True)
-        labels.append(i - 12)
-        i += length + 1
-    name_end = i + 1
-    if name_end - 12 > MAX_NAME_WIRE:
-        raise MalformedQuery("name longer than 255 octets", answerable=True)
+    name_end = data.find(0, 12) + 1
+    if name_end == 0 or name_end > 12 + MAX_NAME_WIRE:
+        raise MalformedQuery("question name is too long or runs past the end", answerable=True)
     qend = name_end + 4
+    size = len(data)
     if qend > size:
         raise MalformedQuery("question truncated", answerable=True)
-
     q = Query()
-    q.data = data
     q.question = data[12:qend]
-    # Label lengths are at most 63, below b"A", so lowering the whole wire name is safe; the type
-    # and class must not be lowered (HTTPS is type 65, which is b"A").
-    qname = data[12:name_end].lower()
-    q.qname = qname
-    q.labels = labels
-    q.qtype = (data[name_end] << 8) | data[name_end + 1]
-    q.qclass = (data[name_end + 2] << 8) | data[name_end + 3]
+    q.flags = (flags_hi << 8) | data[3]
     q.qend = qend
-    key_flags = KEY_RD if flags_hi & 0x01 else 0
+    key_flags = 0
+    if flags_hi & 0x01:
+        key_flags = KEY_RD
     if data[3] & 0x10:
         key_flags |= KEY_CD
-
-    if arcount:
+    if edns:
         # OPT: root name, TYPE 41, CLASS = payload size, TTL = ext-rcode/version/DO/Z, RDLEN.
         if qend + 11 > size or data[qend] != 0:
             raise MalformedQuery("additional record is not a valid OPT", answerable=True)
         rtype, payload, ttl, rdlen = _RR_FIXED.unpack_from(data, qend + 1)
         if rtype != TYPE_OPT or qend + 11 + rdlen != size:
             raise MalformedQuery("additional record is not a valid OPT", answerable=True)
-        if (ttl >> 16) & 0xFF:
-            # EDNS version other than 0: BADVERS is an extended rcode; the caller answers it.
+        if ttl & 0xFF0000:
             raise MalformedQuery("unsupported EDNS version", answerable=True, rcode=BADVERS)
-        q.edns = True
         q.udp_size = payload if payload > MIN_UDP_PAYLOAD else MIN_UDP_PAYLOAD
-        do = bool(ttl & 0x8000)
-        q.do = do
-        if do:
+        if ttl & 0x8000:
+            q.do = True
             key_flags |= KEY_DO
+        else:
+            q.do = False
     else:
         if qend != size:
             raise MalformedQuery("trailing bytes after the question", answerable=True)
-        q.edns = False
+        q.udp_size = 0
         q.do = False
-        q.udp_size = MIN_UDP_PAYLOAD
-    q.key = qname + data[name_end:qend] + _FLAG_BYTE[key_flags]
+    # Label lengths are at most 63, below b"A", so lowering the whole wire name is safe; the type
+    # and class must not be lowered (HTTPS is type 65, which is b"A").
+    q.key = data[12:name_end].lower() + data[name_end:qend] + _FLAG_BYTE[key_flags]
     return q
 
 
@@ -226,11 +233,11 @@ OPT_PLAIN: Final = opt_record(False)
 OPT_DO: Final = opt_record(True)
 
 
-def header_response(query: Query, rcode: int, *, ra: bool = True, options: bytes = b"") -> bytes:
-    """A response with the question and no records: REFUSED, SERVFAIL, FORMERR, NOTIMP."""
-    flags = QR | (query.flags & (RD | CD | OPCODE_MASK)) | (RA if ra else 0) | (rcode & 0xF)
-    opt = opt_record(query.do, options, rcode=rcode) if query.edns else b""
-    return _HEADER.pack(query.qid, flags, 1, 0, 0, 1 if opt else 0) + query.question + opt
+def header_response(data: bytes, query: Query, rcode: int, options: bytes = b"") -> bytes:
+    """The answer to datagram ``data`` with the question and no records: REFUSED, SERVFAIL."""
+    flags = QR | (query.flags & (RD | CD | OPCODE_MASK)) | RA | (rcode & 0xF)
+    opt = opt_record(query.do, options, rcode=rcode) if query.udp_size else b""
+    return data[:2] + _FLAGS_COUNTS.pack(flags, 1, 0, 0, 1 if opt else 0) + query.question + opt
 
 
 def error_for(data: bytes, rcode: int) -> bytes:
@@ -249,8 +256,9 @@ def error_for(data: bytes, rcode: int) -> bytes:
 def truncated_response(query: Query, response: bytes) -> bytes:
     """A response that does not fit the client's payload: header and question with TC set."""
     flags = ((response[2] << 8) | response[3]) | TC
-    opt = (OPT_DO if query.do else OPT_PLAIN) if query.edns else b""
-    return _HEADER.pack(query.qid, flags, 1, 0, 0, 1 if opt else 0) + query.question + opt
+    opt = (OPT_DO if query.do else OPT_PLAIN) if query.udp_size else b""
+    counts = _FLAGS_COUNTS.pack(flags, 1, 0, 0, 1 if opt else 0)
+    return response[:2] + counts + query.question + opt
 
 
 def text_to_wire(name: str) -> bytes:
@@ -488,15 +496,14 @@ def build_query(qid: int, question: bytes, flags: int, do: bool) -> bytes:
     )
 
 
-def splice(query: Query, plain: bytes, edns: bytes, opt: bytes) -> bytes:
-    """A stored response made into the answer to ``query``.
+def splice(data: bytes, query: Query, plain: bytes, edns: bytes, opt: bytes) -> bytes:
+    """A stored response made into the answer to datagram ``data``.
 
     ``plain`` and ``edns`` are the same response (ID zero, no OPT) with ARCOUNT as is and raised
     by one; the client's ID and its question, in its own letter case, are spliced in, and ``opt``
     is appended when the client sent EDNS.
     """
-    data = query.data
-    question = query.question
-    if query.edns:
-        return data[:2] + edns[2:12] + question + edns[12 + len(question) :] + opt
-    return data[:2] + plain[2:12] + question + plain[12 + len(question) :]
+    qend = query.qend
+    if query.udp_size:
+        return data[:2] + edns[2:12] + query.question + edns[qend:] + opt
+    return data[:2] + plain[2:12] + query.question + plain[qend:]

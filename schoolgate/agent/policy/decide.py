@@ -10,22 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
-from schoolgate.agent.dns.wire import wire_to_text
+from schoolgate.agent.dns.wire import Query, name_labels, wire_to_text
 from schoolgate.agent.filter.compiled import CompiledLists
 from schoolgate.agent.policy.clients import Group
 from schoolgate.agent.policy.decision import ALLOWED, Action, Decision
 
 _MEMO_LIMIT: Final = 100_000
-
-
-def labels_of(wire: bytes) -> list[int]:
-    """Offsets of the label starts of an uncompressed wire name."""
-    out = []
-    i = 0
-    while wire[i]:
-        out.append(i)
-        i += wire[i] + 1
-    return out
 
 
 class Decider:
@@ -36,14 +26,15 @@ class Decider:
         wanted = set(lists.categories if blocked is None else blocked)
         self.blocked_mask = sum(1 << i for i, c in enumerate(lists.categories) if c in wanted)
 
-    def decide(self, group: Group, qname: bytes, labels: list[int], key: bytes) -> Decision:
+    def decide(self, group: Group, query: Query) -> Decision:
+        """The decision for ``query``; raises ``MalformedQuery`` for a name whose labels are bad."""
         memo = group.memo
-        decision = memo.get(key)
+        decision = memo.get(query.key)
         if decision is None:
-            decision = self._decide(qname, labels)
+            decision = self._decide(query.qname, query.labels)
             if len(memo) >= _MEMO_LIMIT:
                 memo.clear()
-            memo[key] = decision
+            memo[query.key] = decision
         return decision
 
     def decide_name(self, group: Group, wire: bytes) -> Decision:
@@ -51,7 +42,7 @@ class Decider:
         memo = group.name_memo
         decision = memo.get(wire)
         if decision is None:
-            decision = self._decide(wire, labels_of(wire))
+            decision = self._decide(wire, name_labels(wire))
             if len(memo) >= _MEMO_LIMIT:
                 memo.clear()
             memo[wire] = decision

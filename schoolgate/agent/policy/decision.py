@@ -13,7 +13,7 @@ class Action(StrEnum):
 class Decision:
     """A decision with its reasons: the category, the list entry that matched and its lists."""
 
-    __slots__ = ("action", "category", "entry", "lists", "rule")
+    __slots__ = ("action", "blocked", "category", "entry", "lists", "rule")
 
     def __init__(
         self,
@@ -24,14 +24,11 @@ class Decision:
         lists: tuple[str, ...] = (),
     ) -> None:
         self.action = action
+        self.blocked = action is Action.BLOCK
         self.rule = rule
         self.category = category
         self.entry = entry
         self.lists = lists
-
-    @property
-    def blocked(self) -> bool:
-        return self.action is Action.BLOCK
 
     def explain(self) -> str:
         if self.action is Action.ALLOW and self.category is None:
