@@ -29,7 +29,11 @@ def blocklist(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def make_agent(tmp_path: Path, upstream: FakeUpstream, blocklist: Path) -> Iterator[AgentFactory]:
-    """Start agents on a free port, with the test upstream and block list unless told otherwise."""
+    """Start agents on a free port, with the test upstream and block list unless told otherwise.
+
+    ``extra`` is TOML appended after the generated sections; ``server`` and ``upstream_extra``
+    are keys added inside the generated [server] and [upstream] tables.
+    """
     started: list[AgentThread] = []
 
     def make(
@@ -39,14 +43,16 @@ def make_agent(tmp_path: Path, upstream: FakeUpstream, blocklist: Path) -> Itera
         lists: str | None = None,
         listen: str = '"127.0.0.1:0"',
         networks: str = '"127.0.0.0/8", "::1/128"',
+        server: str = "",
+        upstream_extra: str = "",
     ) -> AgentThread:
         servers = ", ".join(f'"{u}"' for u in (upstreams or [upstream.url]))
         if lists is None:
             lists = f'[[lists]]\nname = "adult-test"\ncategory = "adult"\npath = "{blocklist}"\n'
         text = (
-            f'[server]\nlisten = [{listen}]\nstate_dir = "{tmp_path / "state"}"\n'
+            f'[server]\nlisten = [{listen}]\nstate_dir = "{tmp_path / "state"}"\n{server}\n'
             f"[clients]\nnetworks = [{networks}]\n"
-            f"[upstream]\nservers = [{servers}]\ntimeout = 0.5\n"
+            f"[upstream]\nservers = [{servers}]\ntimeout = 0.5\n{upstream_extra}\n"
             f"{extra}\n{lists}"
         )
         agent = AgentThread.from_file(write_config(tmp_path, text)).start()

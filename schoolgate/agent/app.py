@@ -352,7 +352,7 @@ class Agent:
 
     async def _retire(self, old: Pipeline) -> None:
         await old.forwarder.drain(timeout=self.config.upstream_timeout * 3)
-        old.forwarder.close()
+        await old.forwarder.aclose()
 
     def _close_listeners(self) -> None:
         for listener in self.udp:
@@ -367,7 +367,7 @@ class Agent:
         if self.tcp is not None:
             await self.tcp.close(grace=0.5)
         if self.pipeline is not None:
-            self.pipeline.forwarder.close()
+            await self.pipeline.forwarder.aclose()
         log.info("stopped; counters: %s", self.counters.snapshot())
 
     def request_stop(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ class Behaviour:
     truncate_udp: bool = False
     spoof_first: bool = False  # send a wrong-ID and a wrong-question answer before the right one
     delay: float = 0.0
+    slow: set[str] = field(default_factory=set)  # when set, only these names are delayed
     ttl: int = 300
     big_txt: int = 0  # bytes of TXT data for txt.* names (to force truncation)
 
@@ -49,11 +51,24 @@ class FakeUpstream:
     host: str = "127.0.0.1"
     port: int = 0
 
+    tls: ssl.SSLContext | None = None
+    tls_port: int = 0
+
     def __post_init__(self) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._udp: Any = None
         self._tcp: asyncio.AbstractServer | None = None
+        self._tls_server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    def delay_for(self, data: bytes) -> float:
+        b = self.behaviour
+        if not b.delay:
+            return 0.0
+        if not b.slow:
+            return b.delay
+        return b.delay if str(DNSRecord.parse(data).q.qname).lower() in b.slow else 0.0
 
     # -- zone -------------------------------------------------------------------------------
 
@@ -72,11 +87,16 @@ class FakeUpstream:
                 )
             )
 
+    def record(self, request: DNSRecord, transport: str) -> None:
+        opt = [r for r in request.ar if r.rtype == QTYPE.OPT]
+        name = str(request.q.qname).lower()
+        do = bool(opt and opt[0].edns_do)
+        self.seen.append(Seen(transport, name, QTYPE[request.q.qtype], do, bool(opt)))
+
     def answer(self, request: DNSRecord, transport: str) -> DNSRecord:
         qname = str(request.q.qname).lower()
         qtype = QTYPE[request.q.qtype]
-        opt = [r for r in request.ar if r.rtype == QTYPE.OPT]
-        self.seen.append(Seen(transport, qname, qtype, bool(opt and opt[0].edns_do), bool(opt)))
+        self.record(request, transport)
         reply = request.reply()
         if self.behaviour.servfail:
             reply.header.rcode = RCODE.SERVFAIL
@@ -93,8 +113,8 @@ class FakeUpstream:
         if found:
             reply.add_answer(*found)
         elif qtype == "TXT" and name.startswith("txt.") and self.behaviour.big_txt:
-            chunk = "x" * 200
-            for _ in range(self.behaviour.big_txt // 200):
+            for i in range(self.behaviour.big_txt // 200):
+                chunk = f"{i:04d}" + "x" * 196  # distinct, or clients merge them into one
                 reply.add_answer(RR(name, QTYPE.TXT, rdata=TXT(chunk), ttl=self.behaviour.ttl))
         elif name.endswith("nx.test.") or name.startswith("nx."):
             reply.header.rcode = RCODE.NXDOMAIN
@@ -130,20 +150,34 @@ class FakeUpstream:
         )
         self.port = self._udp.get_extra_info("sockname")[1]
         self._tcp = await asyncio.start_server(self._serve_tcp, self.host, self.port)
+        if self.tls is not None:
+            self._tls_server = await asyncio.start_server(
+                self._serve_tcp, self.host, 0, ssl=self.tls
+            )
+            self.tls_port = self._tls_server.sockets[0].getsockname()[1]
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while True:
                 (length,) = struct.unpack("!H", await reader.readexactly(2))
                 data = await reader.readexactly(length)
                 if self.behaviour.silent:
+                    self.record(DNSRecord.parse(data), "tcp")
                     continue
-                if self.behaviour.delay:
-                    await asyncio.sleep(self.behaviour.delay)
-                packed = self.answer(DNSRecord.parse(data), "tcp").pack()
-                writer.write(struct.pack("!H", len(packed)) + packed)
-                await writer.drain()
+                # Each query is answered in its own task, so a slow one does not hold up the
+                # others: answers come back in the order they are ready, as RFC 7766 allows.
+                asyncio.get_running_loop().create_task(self._answer_tcp(data, writer))
         writer.close()
+
+    async def _answer_tcp(self, data: bytes, writer: asyncio.StreamWriter) -> None:
+        delay = self.delay_for(data)
+        if delay:
+            await asyncio.sleep(delay)
+        kind = "tls" if writer.get_extra_info("sslcontext") is not None else "tcp"
+        packed = self.answer(DNSRecord.parse(data), kind).pack()
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            writer.write(struct.pack("!H", len(packed)) + packed)
 
     @property
     def url(self) -> str:
@@ -154,12 +188,21 @@ class FakeUpstream:
     def tcp_url(self) -> str:
         return self.url.replace("udp://", "tcp://")
 
+    def tls_url(self, name: str) -> str:
+        return f"tls://{self.host}:{self.tls_port}#{name}"
+
     def stop(self) -> None:
         async def close() -> None:
             if self._udp is not None:
                 self._udp.close()
             if self._tcp is not None:
                 self._tcp.close()
+            if self._tls_server is not None:
+                self._tls_server.close()
+            for writer in self._writers:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
 
         with contextlib.suppress(RuntimeError):
             asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=5)
@@ -179,9 +222,11 @@ class _Udp(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         b = self.up.behaviour
         if b.silent:
+            self.up.record(DNSRecord.parse(data), "udp")
             return
-        if b.delay:
-            asyncio.get_running_loop().call_later(b.delay, self._reply, data, addr)
+        delay = self.up.delay_for(data)
+        if delay:
+            asyncio.get_running_loop().call_later(delay, self._reply, data, addr)
         else:
             self._reply(data, addr)
 

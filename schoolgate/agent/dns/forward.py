@@ -110,7 +110,11 @@ class Forwarder:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
 
-    def close(self) -> None:
-        for task in self._tasks:
+    async def aclose(self) -> None:
+        """Cancel what is still in flight and close the upstream connections."""
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        self.upstreams.close()
+        if tasks:
+            await asyncio.wait(tasks)
+        await self.upstreams.aclose()

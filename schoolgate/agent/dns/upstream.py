@@ -249,6 +249,7 @@ class StreamClient:
         self._conn: _Connection | None = None
         self._connecting: asyncio.Task[_Connection] | None = None
         self._idle: asyncio.TimerHandle | None = None
+        self._closing: list[_Connection] = []
 
     async def _connection(self, timeout: float) -> tuple[_Connection, bool]:
         """The open connection, or a new one; the flag says whether it is new."""
@@ -335,12 +336,26 @@ class StreamClient:
             self.close()
 
     def close(self) -> None:
+        """Close the connection now; ``aclose`` also waits until it is gone."""
         self._cancel_idle()
         conn, self._conn = self._conn, None
-        if conn is not None and not conn.closed:
+        if conn is None:
+            return
+        if not conn.closed:
             conn.fail(UpstreamError("closed"))
-        if conn is not None and conn.task is not None:
+        if conn.task is not None:
             conn.task.cancel()
+        self._closing.append(conn)
+
+    async def aclose(self) -> None:
+        self.close()
+        closing, self._closing = self._closing, []
+        for conn in closing:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                if conn.task is not None:
+                    await conn.task
+            with contextlib.suppress(Exception):
+                await conn.writer.wait_closed()
 
 
 class Upstream:
@@ -374,8 +389,8 @@ class Upstream:
             raise UpstreamError(f"answered rcode {scanned.rcode}")
         return scanned
 
-    def close(self) -> None:
-        self._stream.close()
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 def _scan(raw: bytes, question: bytes) -> ScannedResponse:
@@ -416,6 +431,6 @@ class UpstreamGroup:
             return scanned, upstream
         raise AllUpstreamsFailed("; ".join(errors))
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         for upstream in self.upstreams:
-            upstream.close()
+            await upstream.aclose()
