@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import uvloop
+
 from schoolgate.agent import config as config_mod
 from schoolgate.agent.app import Agent
 from schoolgate.agent.config import AgentConfig
@@ -24,7 +26,8 @@ class AgentThread:
 
     def __init__(self, load: Callable[[], AgentConfig]) -> None:
         self._load = load
-        self.loop = asyncio.new_event_loop()
+        # The agent runs on uvloop in production (see cli._install_uvloop); so do the tests.
+        self.loop = uvloop.new_event_loop()
         self.agent: Agent | None = None
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 

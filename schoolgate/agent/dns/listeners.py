@@ -19,7 +19,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 from schoolgate.agent.stats import Counters
 
@@ -206,7 +206,8 @@ class TcpConnection(asyncio.Protocol):
         self.in_flight = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        transport = cast(asyncio.Transport, transport)
         server = self._server
         if len(server.connections) >= server.max_connections:
             server.counters.tcp_refused += 1

@@ -1,0 +1,214 @@
+"""``schoolgate-agent`` as a process: run, reload, stop, check, compile, and dig as a client."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import dns.message
+import dns.query
+import pytest
+
+from tests.support.process import agent_command, free_port, running_agent
+from tests.support.upstream import FakeUpstream
+
+
+def cli(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own entry point
+        agent_command(*args, "--state-dir", str(state)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def a_record(port: int, name: str) -> list[str]:
+    reply = dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1", port=port, timeout=3)
+    return [rr.to_text() for rrset in reply.answer for rr in rrset]
+
+
+def wait_for(predicate: object, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_run_reload_and_stop(tmp_path: Path, upstream: FakeUpstream) -> None:
+    adult = tmp_path / "adult.txt"
+    adult.write_text("first.example\n", encoding="utf-8")
+    port = free_port()
+    log = tmp_path / "agent.log"
+    args = (
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--upstream",
+        upstream.url,
+        "--list",
+        f"adult={adult}",
+        "--state-dir",
+        str(tmp_path / "state"),
+    )
+    with running_agent(*args, port=port, log=log) as proc:
+        assert a_record(port, "www.first.example") == ["0.0.0.0"]
+        assert a_record(port, "second.example") == ["192.0.2.1"]
+
+        # SIGHUP picks up a changed list ...
+        adult.write_text("first.example\nsecond.example\n", encoding="utf-8")
+        proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: a_record(port, "x.second.example") == ["0.0.0.0"])
+
+        # ... and a list that cannot be compiled leaves the running build in service.
+        adult.unlink()
+        proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "reload refused" in log.read_text(encoding="utf-8"))
+        assert a_record(port, "x.second.example") == ["0.0.0.0"]
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    assert "stopped" in log.read_text(encoding="utf-8")
+
+
+def test_start_with_compiled_lists_skips_the_compile(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    adult = tmp_path / "adult.txt"
+    adult.write_text("first.example\n", encoding="utf-8")
+    state = tmp_path / "state"
+    assert cli("lists", "compile", "--list", f"adult={adult}", state=state).returncode == 0
+    port = free_port()
+    log = tmp_path / "agent.log"
+    args = (
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--upstream",
+        upstream.url,
+        "--list",
+        f"adult={adult}",
+        "--state-dir",
+        str(state),
+    )
+    with running_agent(*args, port=port, log=log) as proc:
+        assert a_record(port, "first.example") == ["0.0.0.0"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    assert "compiled" not in log.read_text(encoding="utf-8")
+
+
+def test_check_explains_a_block(tmp_path: Path) -> None:
+    adult = tmp_path / "adult.txt"
+    adult.write_text("example.com\n", encoding="utf-8")
+    result = cli("check", "WWW.Example.COM.", "--list", f"adult={adult}", state=tmp_path / "s")
+    assert result.returncode == 0, result.stderr
+    assert "decision: block" in result.stdout
+    assert "category: adult" in result.stdout
+    assert "entry:    example.com" in result.stdout
+    assert f"({adult})" in result.stdout
+
+
+def test_check_explains_an_allow_and_an_outsider(tmp_path: Path) -> None:
+    state = tmp_path / "s"
+    allowed = cli("check", "www.example.org", state=state)
+    assert "decision: allow" in allowed.stdout
+    outsider = cli("check", "www.example.org", "--client", "203.0.113.9", state=state)
+    assert "refused" in outsider.stdout
+
+
+def test_check_uses_the_bundled_lists(tmp_path: Path) -> None:
+    result = cli("check", "dns.google", "--type", "HTTPS", state=tmp_path / "s")
+    assert "decision: block" in result.stdout
+    assert "category: encrypted-dns" in result.stdout
+
+
+def test_lists_compile_reports_counts(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("0.0.0.0 a.example b.example\n1.2.3.4 real.example\nnot a line\n", "utf-8")
+    result = cli("lists", "compile", "--list", f"ads={hosts}", state=tmp_path / "s")
+    assert result.returncode == 0, result.stderr
+    assert "ads:hosts (ads, hosts): 2 entries, 1 invalid, 1 unsupported" in result.stdout
+    assert "bytes/name" in result.stdout
+    assert (tmp_path / "s" / "lists" / "current.sgl").is_file()
+
+
+def test_config_errors_name_file_key_value_and_reason(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text('[cache]\nsize = "big"\n', encoding="utf-8")
+    result = subprocess.run(  # noqa: S603
+        agent_command("check", "--config", str(config), "example.org"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert f"{config}: cache.size = 'big': expected int, got str" in result.stderr
+
+
+def test_bad_flag_values_are_refused(tmp_path: Path) -> None:
+    result = cli("run", "--listen", "localhost:53", state=tmp_path)
+    assert result.returncode == 2
+    assert "not an IP address" in result.stderr
+    result = cli("run", "--upstream", "https://dns.example/dns-query", state=tmp_path)
+    assert result.returncode == 2
+    assert "unknown scheme" in result.stderr
+
+
+def test_a_missing_list_with_no_earlier_build_stops_the_start(tmp_path: Path) -> None:
+    result = cli(
+        "run",
+        "--listen",
+        f"127.0.0.1:{free_port()}",
+        "--list",
+        f"adult={tmp_path / 'missing.txt'}",
+        state=tmp_path / "s",
+    )
+    assert result.returncode == 1
+    assert "cannot read" in result.stderr
+
+
+@pytest.mark.skipif(
+    shutil.which("dig") is None, reason="dig is not installed (./dev test installs it)"
+)
+def test_dig_as_a_client(tmp_path: Path, upstream: FakeUpstream) -> None:
+    adult = tmp_path / "adult.txt"
+    adult.write_text("blocked.example\n", encoding="utf-8")
+    port = free_port()
+    args = (
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--upstream",
+        upstream.url,
+        "--list",
+        f"adult={adult}",
+        "--state-dir",
+        str(tmp_path / "state"),
+    )
+    with running_agent(*args, port=port, log=tmp_path / "agent.log"):
+
+        def dig(*extra: str) -> str:
+            out = subprocess.run(  # noqa: S603, S607
+                ["dig", "@127.0.0.1", "-p", str(port), "+tries=1", "+time=3", *extra],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            return out.stdout
+
+        blocked = dig("www.blocked.example", "A")
+        assert "status: NOERROR" in blocked
+        assert "0.0.0.0" in blocked
+        assert "EDE: 15 (Blocked): (blocked by school policy: adult)" in blocked
+        https = dig("www.blocked.example", "HTTPS", "+tcp")
+        assert "ANSWER: 0" in https
+        assert "EDE: 15" in https
+        allowed = dig("www.example.org", "A")
+        assert "192.0.2.1" in allowed
+        # dig sends a DNS cookie by default: an OPT with options is a normal query.
+        assert "status: NOERROR" in allowed
