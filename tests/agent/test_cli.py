@@ -17,7 +17,7 @@ from tests.support.upstream import FakeUpstream
 
 
 def cli(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - our own entry point
+    return subprocess.run(
         agent_command(*args, "--state-dir", str(state)),
         capture_output=True,
         text=True,
@@ -139,7 +139,7 @@ def test_lists_compile_reports_counts(tmp_path: Path) -> None:
 def test_config_errors_name_file_key_value_and_reason(tmp_path: Path) -> None:
     config = tmp_path / "agent.toml"
     config.write_text('[cache]\nsize = "big"\n', encoding="utf-8")
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         agent_command("check", "--config", str(config), "example.org"),
         capture_output=True,
         text=True,
@@ -192,7 +192,7 @@ def test_dig_as_a_client(tmp_path: Path, upstream: FakeUpstream) -> None:
     with running_agent(*args, port=port, log=tmp_path / "agent.log"):
 
         def dig(*extra: str) -> str:
-            out = subprocess.run(  # noqa: S603, S607
+            out = subprocess.run(
                 ["dig", "@127.0.0.1", "-p", str(port), "+tries=1", "+time=3", *extra],
                 capture_output=True,
                 text=True,

@@ -54,7 +54,7 @@ def wait_until_answering(port: int, proc: subprocess.Popen[str], timeout: float 
 def running_agent(*args: str, port: int, log: Path) -> Iterator[subprocess.Popen[str]]:
     """Start the agent, wait until it answers, and make sure it is gone afterwards."""
     with open(log, "w", encoding="utf-8") as err:
-        proc = subprocess.Popen(  # noqa: S603 - our own entry point
+        proc = subprocess.Popen(
             agent_command("run", *args),
             stdout=subprocess.DEVNULL,
             stderr=err,
