@@ -203,7 +203,7 @@ def build_pipeline(
                 return header_response(data, query, REFUSED)
             key = query.key
             if key[-2] != CLASS_IN or key[-3]:
-                counters.notimp += 1
+                counters.other_class += 1
                 return header_response(data, query, REFUSED)
             # 2. decide: policy first, so cached answers never bypass it.
             decision = decide(client.group, query)

@@ -17,7 +17,7 @@ class Counters:
         "formerr",
         "forwarded",
         "internal_errors",
-        "notimp",
+        "other_class",
         "receive_errors",
         "refused",
         "send_errors",
@@ -37,7 +37,7 @@ class Counters:
     forwarded: int
     formerr: int
     internal_errors: int
-    notimp: int
+    other_class: int
     receive_errors: int
     refused: int
     send_errors: int
@@ -63,7 +63,7 @@ class Counters:
             + self.refused
             + self.formerr
             + self.dropped
-            + self.notimp
+            + self.other_class
             + self.internal_errors
         )
 
