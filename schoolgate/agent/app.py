@@ -16,6 +16,7 @@ The query path, for every datagram or TCP message::
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 import ssl
@@ -315,7 +316,15 @@ class Agent:
                 self.addresses.append((bound_host, bound_port))
         except OSError as exc:
             self._close_listeners()
-            raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+            hint = ""
+            if exc.errno == errno.EADDRINUSE:
+                hint = (
+                    " (another program holds the port; on 5353 that is often an mDNS responder"
+                    " such as avahi-daemon: choose another with --listen or server.listen)"
+                )
+            raise StartupError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}"
+            ) from None
 
     def _set_handler(self, handler: Handler) -> None:
         for listener in self.udp:

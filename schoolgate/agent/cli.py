@@ -124,7 +124,7 @@ def _loader(args: argparse.Namespace) -> Any:
             server["state_dir"] = str(args.state_dir.resolve())
         for category, path in args.lists:
             raw.setdefault("lists", []).append(
-                {"name": f"{category}:{path.name}", "category": category, "path": str(path)}
+                {"name": f"{category}:{path}", "category": category, "path": str(path)}
             )
 
     def load() -> AgentConfig:

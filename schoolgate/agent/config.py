@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ class ConfigError(Exception):
 
 
 _MISSING: Final[Any] = object()
+_CATEGORY: Final = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -203,7 +205,7 @@ def _split_msgspec_error(message: str) -> tuple[str, str]:
     # field `x` - at `$.cache`"; turn that into a dotted key and a plain reason.
     reason, _, where = message.rpartition(" - at `")
     if not reason:
-        return "", message
+        reason, where = message, "$`"  # msgspec names no place for the top level
     key = where.rstrip("`").removeprefix("$").lstrip(".")
     reason = reason.replace("`", "")
     if reason.startswith("Object contains unknown field "):
@@ -244,6 +246,8 @@ def _check(c: _RawConfig, file: str, base: Path) -> AgentConfig:
     _positive(fail, "server.tcp_max_queries_in_flight", c.server.tcp_max_queries_in_flight)
     _positive(fail, "server.udp_receive_buffer", c.server.udp_receive_buffer)
 
+    if not c.clients.networks:
+        raise fail("clients.networks", [], "at least one network is needed, or nobody is answered")
     networks = []
     for i, item in enumerate(c.clients.networks):
         try:
@@ -274,6 +278,8 @@ def _check(c: _RawConfig, file: str, base: Path) -> AgentConfig:
             raise fail(f"cache.{key}", value, "must not be negative")
     if cache.min_ttl > cache.max_ttl:
         raise fail("cache.min_ttl", cache.min_ttl, "is larger than cache.max_ttl")
+    if cache.min_ttl > cache.max_negative_ttl:
+        raise fail("cache.min_ttl", cache.min_ttl, "is larger than cache.max_negative_ttl")
     _positive(fail, "cache.stale_answer_after", cache.stale_answer_after)
 
     flt = c.filter
@@ -297,20 +303,23 @@ def _check(c: _RawConfig, file: str, base: Path) -> AgentConfig:
     lists = []
     seen: set[str] = set()
     for i, entry in enumerate(c.lists):
+        if not entry.name.strip():
+            raise fail(f"lists[{i}].name", entry.name, "a list needs a name")
         if entry.name in seen:
             raise fail(f"lists[{i}].name", entry.name, "another list has this name")
         seen.add(entry.name)
-        if not entry.category or not entry.category.replace("-", "").replace("_", "").isalnum():
+        if not _CATEGORY.fullmatch(entry.category):
             raise fail(
                 f"lists[{i}].category",
                 entry.category,
-                "use letters, digits, '-' and '_' only",
+                "use ASCII letters, digits, '-' and '_' only",
             )
-        lists.append(
-            ListConfig(
-                entry.name, entry.category, _resolve(base, entry.path), ListFormat(entry.format)
-            )
-        )
+        path = _resolve(base, entry.path)
+        if not path.is_file():
+            # Checked here so that a typo stops the start (or the reload) with the key named,
+            # rather than surfacing later as a failed compile.
+            raise fail(f"lists[{i}].path", entry.path, f"no such file: {path}")
+        lists.append(ListConfig(entry.name, entry.category, path, ListFormat(entry.format)))
 
     return AgentConfig(
         source=file,

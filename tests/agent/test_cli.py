@@ -131,7 +131,7 @@ def test_lists_compile_reports_counts(tmp_path: Path) -> None:
     hosts.write_text("0.0.0.0 a.example b.example\n1.2.3.4 real.example\nnot a line\n", "utf-8")
     result = cli("lists", "compile", "--list", f"ads={hosts}", state=tmp_path / "s")
     assert result.returncode == 0, result.stderr
-    assert "ads:hosts (ads, hosts): 2 entries, 1 invalid, 1 unsupported" in result.stdout
+    assert f"ads:{hosts} (ads, hosts): 2 entries, 1 invalid, 1 unsupported" in result.stdout
     assert "bytes/name" in result.stdout
     assert (tmp_path / "s" / "lists" / "current.sgl").is_file()
 
@@ -159,17 +159,18 @@ def test_bad_flag_values_are_refused(tmp_path: Path) -> None:
     assert "unknown scheme" in result.stderr
 
 
-def test_a_missing_list_with_no_earlier_build_stops_the_start(tmp_path: Path) -> None:
+def test_a_missing_list_file_stops_the_start(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.txt"
     result = cli(
         "run",
         "--listen",
         f"127.0.0.1:{free_port()}",
         "--list",
-        f"adult={tmp_path / 'missing.txt'}",
+        f"adult={missing}",
         state=tmp_path / "s",
     )
-    assert result.returncode == 1
-    assert "cannot read" in result.stderr
+    assert result.returncode == 2
+    assert f"lists[1].path = '{missing}': no such file" in result.stderr
 
 
 @pytest.mark.skipif(

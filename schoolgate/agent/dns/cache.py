@@ -151,10 +151,14 @@ class AnswerCache:
         if lifetime is None:
             return None
         s = self.settings
+        ttls = [min(max(t, s.min_ttl), s.max_ttl) for t in scanned.ttls]
+        if _negative(scanned):
+            # RFC 2308 5: clients must not be told to keep a negative answer longer than we do.
+            ttls = [min(t, lifetime) for t in ttls]
         entry = CacheEntry(
             scanned.body,
             scanned.ttl_offsets,
-            [min(max(t, s.min_ttl), s.max_ttl) for t in scanned.ttls],
+            ttls,
             now,
             lifetime,
             s.stale_max_age if s.serve_stale else 0,
@@ -187,7 +191,7 @@ class AnswerCache:
         s = self.settings
         if scanned.truncated:
             return None
-        if scanned.rcode == NXDOMAIN or (scanned.rcode == NOERROR and scanned.answers == 0):
+        if _negative(scanned):
             if scanned.negative_ttl is None:
                 return None  # RFC 2308 5: negative answers without an SOA are not cached
             return min(max(scanned.negative_ttl, s.min_ttl), s.max_negative_ttl)
@@ -199,3 +203,7 @@ class AnswerCache:
 
     def clear(self) -> None:
         self._entries.clear()
+
+
+def _negative(scanned: ScannedResponse) -> bool:
+    return scanned.rcode == NXDOMAIN or (scanned.rcode == NOERROR and scanned.answers == 0)

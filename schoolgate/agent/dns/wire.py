@@ -138,8 +138,8 @@ def name_labels(qname: bytes) -> list[int]:
     last = len(qname) - 1
     while i < last:
         length = qname[i]
-        if length > 63:
-            raise MalformedQuery("label longer than 63 or compressed", answerable=True)
+        if length > 63 or length == 0:
+            raise MalformedQuery("empty label, label over 63 or compressed", answerable=True)
         labels.append(i)
         i += length + 1
     if i != last or qname[last] != 0:
@@ -158,14 +158,17 @@ def parse_query(data: bytes) -> Query:
     a name longer than 255 octets, a bad OPT) raises ``MalformedQuery``. The labels of the name
     are checked later, by ``Query.labels``.
     """
-    if len(data) < 17:
-        raise MalformedQuery("shorter than a header and a question", answerable=len(data) >= 12)
+    if len(data) < 12:
+        raise MalformedQuery("shorter than a DNS header", answerable=False)
     flags_hi = data[2]
-    if flags_hi & 0xF8:
-        if flags_hi & 0x80:
-            # A response sent to a server port is a mistake or a reflection attempt: no answer.
-            raise MalformedQuery("QR bit set", answerable=False)
+    if flags_hi & 0x80:
+        # A response sent to a server port is a mistake or a reflection attempt, and answering
+        # it could start two servers answering each other forever: never answer one.
+        raise MalformedQuery("QR bit set", answerable=False)
+    if flags_hi & 0x78:
         raise MalformedQuery("opcode is not QUERY", answerable=True, rcode=NOTIMP)
+    if len(data) < 17:
+        raise MalformedQuery("shorter than a header and a question", answerable=True)
     counts = data[4:12]
     if counts == _ONE_QUESTION:
         edns = False
@@ -404,15 +407,13 @@ def scan_response(msg: bytes, question: bytes) -> ScannedResponse:
     out = ScannedResponse()
     out.rcode = flags & 0xF
     out.answers = ancount
-    pieces = [msg[:12], question]  # the question as we asked it, lowercased
     offset = qend
-    copied_from = qend
-    shift = 0  # bytes removed before the current position (an OPT in the middle)
-    arcount_out = arcount
     size = len(msg)
     soa_ttl: int | None = None
+    cut = size  # where the body ends: at the OPT record
+    arcount_out = arcount
     for section, count in ((0, ancount), (1, nscount), (2, arcount)):
-        for _ in range(count):
+        for index in range(count):
             start = offset
             offset = skip_name(msg, offset)
             if offset + 10 > size:
@@ -423,30 +424,35 @@ def scan_response(msg: bytes, question: bytes) -> ScannedResponse:
             if end > size:
                 raise MalformedResponse("record data truncated")
             if rtype == TYPE_OPT:
-                if section != 2:
-                    raise MalformedResponse("OPT outside the additional section")
+                if section != 2 or cut != size:
+                    raise MalformedResponse("OPT outside the additional section, or twice")
                 out.rcode |= (ttl >> 24) << 4
                 out.ede = _find_ede(msg, rdata, end)
-                pieces.append(msg[copied_from:start])
-                copied_from = end
-                shift += end - start
-                arcount_out -= 1
+                # The body ends here: additional records after an OPT (there rarely are any)
+                # are dropped with it, because cutting the OPT out of their middle would break
+                # compression pointers into them. Additional data is optional anyway.
+                cut = start
+                arcount_out = index
                 offset = end
                 continue
-            out.ttl_offsets.append(offset + 4 - shift)
-            out.ttls.append(ttl & 0x7FFFFFFF)  # RFC 2181 8: a TTL with the top bit set is zero
+            # RFC 2181 8: a TTL with the top bit set is to be taken as zero.
+            ttl = ttl if ttl < 0x80000000 else 0
+            if cut == size:
+                out.ttl_offsets.append(offset + 4)
+                out.ttls.append(ttl)
             if section == 0 and rtype == TYPE_CNAME:
                 target, _ = read_name(msg, rdata)
                 out.cnames.append(target)
             elif section == 1 and rtype == TYPE_SOA and rdlen >= 22:
                 (minimum,) = _U32.unpack_from(msg, end - 4)
-                soa_ttl = min(ttl & 0x7FFFFFFF, minimum)
+                soa_ttl = min(ttl, minimum if minimum < 0x80000000 else 0)
             offset = end
     if offset != size:
         raise MalformedResponse("trailing bytes after the records")
-    pieces.append(msg[copied_from:offset])
-    body = bytearray(b"".join(pieces))
+    # The question as we asked it (lowercased), the ID zeroed, ARCOUNT without the OPT.
+    body = bytearray(msg[:cut])
     body[0:2] = b"\x00\x00"
+    body[12:qend] = question
     if arcount_out != arcount:
         body[10:12] = _U16.pack(arcount_out)
     out.body = bytes(body)

@@ -23,7 +23,7 @@ import numpy as np
 
 from schoolgate.agent.filter.compiled import (
     CompiledLists,
-    bucket_bits_for,
+    filter_bits_for,
     write_compiled,
 )
 from schoolgate.agent.filter.names import fingerprint, to_wire
@@ -88,7 +88,10 @@ def read_source(source: ListSource) -> tuple[np.ndarray[Any, np.dtype[np.uint64]
         ) from None
     with raw:
         text = io.TextIOWrapper(
-            io.BufferedReader(_Digesting(raw, digest)), encoding="utf-8", errors="replace"
+            # utf-8-sig: lists saved by Windows editors start with a byte-order mark.
+            io.BufferedReader(_Digesting(raw, digest)),
+            encoding="utf-8-sig",
+            errors="replace",
         )
         head = list(itertools.islice(text, _SNIFF_LINES))
         fmt = source.format
@@ -133,8 +136,6 @@ def build(sources: Sequence[ListSource], out: Path) -> BuildResult:
     owners_all = np.concatenate(owners) if owners else np.zeros(0, np.uint16)
     unique_prints, set_ids, set_table = _merge(prints_all, owners_all, len(sources))
     count = len(unique_prints)
-    bits = bucket_bits_for(count)
-    buckets = _bucket_table(unique_prints, bits)
 
     categories: list[str] = []
     for source in sources:
@@ -165,9 +166,8 @@ def build(sources: Sequence[ListSource], out: Path) -> BuildResult:
         out,
         prints=unique_prints.astype("<u8").tobytes(),
         sets=set_ids.astype("<u2").tobytes(),
-        buckets=buckets.astype("<u4").tobytes(),
+        filter_bytes=_filter(unique_prints, filter_bits_for(count)),
         count=count,
-        bits=bits,
         meta=meta,
     )
     return BuildResult(
@@ -212,12 +212,11 @@ def _merge(
     return prints[starts], inverse.reshape(-1).astype(np.uint16), set_table
 
 
-def _bucket_table(prints: np.ndarray[Any, Any], bits: int) -> np.ndarray[Any, Any]:
-    if bits == 0:
-        return np.array([0, len(prints)], dtype=np.uint32)
-    tops = prints >> np.uint64(64 - bits)
-    edges = np.arange((1 << bits) + 1, dtype=np.uint64)
-    return np.searchsorted(tops, edges, side="left").astype(np.uint32)
+def _filter(prints: np.ndarray[Any, Any], bits: int) -> bytes:
+    """The bit filter of ``compiled``: bit ``fp % bits`` set for every fingerprint."""
+    flags = np.zeros(bits, dtype=bool)
+    flags[(prints % np.uint64(bits)).astype(np.int64)] = True
+    return np.packbits(flags, bitorder="little").tobytes()
 
 
 def is_current(compiled: CompiledLists, sources: Sequence[ListSource]) -> bool:

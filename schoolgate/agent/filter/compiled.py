@@ -2,18 +2,20 @@
 
 Layout (little-endian, every section 8-byte aligned)::
 
-    header   64 bytes  magic, version, header size, count, bucket bits, meta length,
+    header   64 bytes  magic, version, header size, count, filter size, meta length,
                        checksum (XXH3-64 of everything after the header)
     meta     JSON      sources (name, category, format, digest, counts), categories, source sets
-    buckets  u32 x (2**bits + 1)   start index of each fingerprint bucket
+    filter   bits      one bit per fingerprint modulo the filter size: 8 bits a name
     prints   u64 x count           sorted fingerprints of the names
     sets     u16 x count           source-set id of each name (which lists hold it)
 
-A name's fingerprint is XXH3-64 of its lowercased wire form. The top ``bits`` of a fingerprint
-pick a bucket of about four entries, which a C-level bisect searches; a lookup is one probe per
-label of the queried name. Storing source sets rather than category bits keeps an entry at
-10 bytes and lets every decision name the list that caused it; the category of each set is
-derived when the file is opened.
+A name's fingerprint is XXH3-64 of its lowercased wire form. A lookup makes one probe per label
+of the queried name, and nearly all probes are for suffixes no list holds (``com``,
+``example.com``): the filter answers most of those with one bit test, and only the rest (about
+one in nine, and the real matches) pay a binary search, done in C, of the sorted fingerprints.
+Storing source sets rather than category bits keeps an entry at 10 bytes and lets every
+decision name the list that caused it; the category of each set is derived when the file is
+opened.
 """
 
 from __future__ import annotations
@@ -61,21 +63,18 @@ def align8(n: int) -> int:
     return (n + 7) & ~7
 
 
-def layout(count: int, bits: int, meta_len: int) -> tuple[int, int, int, int]:
-    """Offsets of buckets, prints and sets, and the total file size."""
-    buckets_at = HEADER.size + align8(meta_len)
-    prints_at = buckets_at + align8(4 * ((1 << bits) + 1))
+def layout(count: int, filter_bits: int, meta_len: int) -> tuple[int, int, int, int]:
+    """Offsets of the filter, prints and sets, and the total file size."""
+    filter_at = HEADER.size + align8(meta_len)
+    prints_at = filter_at + filter_bits // 8
     sets_at = prints_at + 8 * count
     total = sets_at + align8(2 * count)
-    return buckets_at, prints_at, sets_at, total
+    return filter_at, prints_at, sets_at, total
 
 
-def bucket_bits_for(count: int) -> int:
-    """Enough buckets for about four names each: the table costs about one byte a name."""
-    bits = 0
-    while (1 << bits) * 4 < count:
-        bits += 1
-    return bits
+def filter_bits_for(count: int) -> int:
+    """Eight bits a name, in whole 64-bit words: about one absent probe in nine gets through."""
+    return max(64, (8 * count + 63) // 64 * 64)
 
 
 class CompiledLists:
@@ -95,15 +94,18 @@ class CompiledLists:
                 self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except OSError as exc:
             raise CompiledListError(f"{path}: cannot open: {exc.strerror}") from None
+        self._filter: Any = None
+        self._prints: Any = None
+        self._sets: Any = None
         try:
             self._open(size)
         except CompiledListError:
-            self._map.close()
+            self.close()
             raise
 
     def _open(self, size: int) -> None:
         path = self.path
-        magic, version, header_size, count, bits, _reserved, meta_len, checksum = (
+        magic, version, header_size, count, filter_bits, _reserved, meta_len, checksum = (
             HEADER.unpack_from(self._map, 0)
         )
         if magic != MAGIC:
@@ -112,9 +114,9 @@ class CompiledLists:
             raise CompiledListError(
                 f"{path}: format version {version}, this agent reads version {VERSION}"
             )
-        if header_size != HEADER.size or bits > 32:
+        if header_size != HEADER.size or filter_bits != filter_bits_for(count):
             raise CompiledListError(f"{path}: corrupt header")
-        buckets_at, prints_at, sets_at, total = layout(count, bits, meta_len)
+        filter_at, prints_at, sets_at, total = layout(count, filter_bits, meta_len)
         if size != total:
             raise CompiledListError(f"{path}: truncated or padded ({size} bytes, expected {total})")
         if xxhash.xxh3_64_intdigest(memoryview(self._map)[HEADER.size :]) != checksum:
@@ -122,22 +124,20 @@ class CompiledLists:
         try:
             meta = json.loads(self._map[HEADER.size : HEADER.size + meta_len])
             self._load_meta(meta)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CompiledListError(f"{path}: corrupt metadata ({exc})") from None
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise CompiledListError(f"{path}: corrupt metadata ({exc!r})") from None
         self.count = count
         self.meta: dict[str, Any] = meta
-        self._shift = 64 - bits
-        view = memoryview(self._map)
-        if sys.byteorder == "little":
-            self._buckets: Any = view[buckets_at:prints_at].cast("I")
-            self._prints: Any = view[prints_at:sets_at].cast("Q")
-            self._sets: Any = view[sets_at : sets_at + 2 * count].cast("H")
-        else:  # pragma: no cover - big-endian hosts copy and swap instead of sharing pages
-            self._buckets, self._prints, self._sets = _swapped(
-                view, buckets_at, prints_at, sets_at, count
-            )
-        if self._buckets[(1 << bits)] != count:
-            raise CompiledListError(f"{path}: corrupt bucket table")
+        self._filter_bits = filter_bits
+        # Slices keep the map exported on their own; the whole view must not outlive this
+        # method, or a failed open could not close the map.
+        with memoryview(self._map) as view:
+            self._filter = view[filter_at:prints_at]
+            if sys.byteorder == "little":
+                self._prints = view[prints_at:sets_at].cast("Q")
+                self._sets = view[sets_at : sets_at + 2 * count].cast("H")
+            else:  # pragma: no cover - big-endian hosts copy and swap instead of sharing pages
+                self._prints, self._sets = _swapped(view, prints_at, sets_at, count)
         # The checksum catches accidents; this catches a writer that got the set table wrong,
         # which would otherwise surface as an IndexError in the middle of a query.
         if count and max(self._sets) >= len(self._set_masks):
@@ -162,17 +162,17 @@ class CompiledLists:
 
         ``labels`` are the offsets of the label starts in ``qname``, i.e. of its suffixes.
         """
+        filt = self._filter
+        m = self._filter_bits
         prints = self._prints
-        buckets = self._buckets
-        shift = self._shift
         mask = 0
         for off in labels:
             fp = fingerprint(qname[off:])
-            b = fp >> shift
-            hi = buckets[b + 1]
-            i = bisect_left(prints, fp, buckets[b], hi)
-            if i < hi and prints[i] == fp:
-                mask |= self._set_masks[self._sets[i]]
+            bit = fp % m
+            if filt[bit >> 3] >> (bit & 7) & 1:
+                i = bisect_left(prints, fp)
+                if i < self.count and prints[i] == fp:
+                    mask |= self._set_masks[self._sets[i]]
         return mask
 
     def matches(self, qname: bytes, labels: list[int]) -> list[tuple[int, tuple[SourceInfo, ...]]]:
@@ -183,10 +183,8 @@ class CompiledLists:
         found = []
         for off in labels:
             fp = fingerprint(qname[off:])
-            b = fp >> self._shift
-            hi = self._buckets[b + 1]
-            i = bisect_left(self._prints, fp, self._buckets[b], hi)
-            if i < hi and self._prints[i] == fp:
+            i = bisect_left(self._prints, fp)
+            if i < self.count and self._prints[i] == fp:
                 members = self.source_sets[self._sets[i]]
                 found.append((off, tuple(self.sources[m] for m in members)))
         return found
@@ -200,34 +198,30 @@ class CompiledLists:
 
     def close(self) -> None:
         """Unmap now (tests and tools); the agent simply drops its reference."""
-        for view in (self._buckets, self._prints, self._sets):
+        for view in (self._filter, self._prints, self._sets):
             if isinstance(view, memoryview):
                 view.release()
+        self._filter = self._prints = self._sets = None
         self._map.close()
 
 
 def _swapped(
-    view: memoryview, buckets_at: int, prints_at: int, sets_at: int, count: int
-) -> tuple[Any, Any, Any]:  # pragma: no cover
+    view: memoryview, prints_at: int, sets_at: int, count: int
+) -> tuple[Any, Any]:  # pragma: no cover
     out = []
-    for code, start, end in (
-        ("I", buckets_at, prints_at),
-        ("Q", prints_at, sets_at),
-        ("H", sets_at, sets_at + 2 * count),
-    ):
+    for code, start, end in (("Q", prints_at, sets_at), ("H", sets_at, sets_at + 2 * count)):
         arr = array(code, bytes(view[start:end]))
         arr.byteswap()
         out.append(arr)
-    return out[0], out[1], out[2]
+    return out[0], out[1]
 
 
 def write_compiled(
     path: Path,
     prints: bytes,
     sets: bytes,
-    buckets: bytes,
+    filter_bytes: bytes,
     count: int,
-    bits: int,
     meta: dict[str, Any],
 ) -> int:
     """Write a compiled file atomically: temp file, fsync, rename, fsync the directory.
@@ -235,18 +229,23 @@ def write_compiled(
     The arrays are already little-endian bytes. Returns the size written.
     """
     meta_raw = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    buckets_at, prints_at, sets_at, total = layout(count, bits, len(meta_raw))
+    filter_bits = filter_bits_for(count)
+    if len(filter_bytes) * 8 != filter_bits:
+        raise ValueError("filter has the wrong size")
+    _filter_at, _prints_at, sets_at, total = layout(count, filter_bits, len(meta_raw))
     body = b"".join(
         (
             meta_raw.ljust(align8(len(meta_raw)), b" "),
-            buckets.ljust(prints_at - buckets_at, b"\x00"),
+            filter_bytes,
             prints,
             sets.ljust(total - sets_at, b"\x00"),
         )
     )
     assert HEADER.size + len(body) == total
     checksum = xxhash.xxh3_64_intdigest(body)
-    header = HEADER.pack(MAGIC, VERSION, HEADER.size, count, bits, 0, len(meta_raw), checksum)
+    header = HEADER.pack(
+        MAGIC, VERSION, HEADER.size, count, filter_bits, 0, len(meta_raw), checksum
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

@@ -1,0 +1,681 @@
+"""The agent configuration: defaults, every kind of error, paths and the bundled default."""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schoolgate.agent.config import (
+    AgentConfig,
+    CacheSection,
+    ConfigError,
+    FilterSection,
+    load,
+    parse,
+    parse_address,
+    user_state_dir,
+)
+from schoolgate.agent.filter.build import ListSource, read_source
+from schoolgate.agent.filter.parsers import ListFormat
+
+FILE = "test.toml"
+
+
+def parse_text(text: str, base: Path, **kwargs: Any) -> AgentConfig:
+    return parse(text, FILE, base=base, **kwargs)
+
+
+def config_error(text: str, base: Path) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse_text(text, base)
+    return info.value
+
+
+# --- defaults ------------------------------------------------------------------------------------
+
+
+def test_empty_file_gives_the_defaults(tmp_path: Path) -> None:
+    c = parse_text("", tmp_path)
+    assert c.source == FILE
+    assert c.listen == (("127.0.0.1", 53), ("::1", 53))
+    assert c.state_dir == Path("/var/lib/schoolgate")
+    assert c.tcp_idle_timeout == 10.0
+    assert c.tcp_max_connections == 256
+    assert c.tcp_max_queries_in_flight == 64
+    assert c.udp_receive_buffer == 4 * 1024 * 1024
+    assert ipaddress.ip_network("10.0.0.0/8") in c.client_networks
+    assert ipaddress.ip_network("fc00::/7") in c.client_networks
+    assert len(c.client_networks) == 9
+    assert [u.label for u in c.upstreams] == ["udp://9.9.9.9:53", "udp://149.112.112.112:53"]
+    assert c.upstream_timeout == 2.0
+    assert c.upstream_ca_file is None
+    assert c.cache == CacheSection()
+    assert c.cache.size == 20_000
+    assert (c.cache.min_ttl, c.cache.max_ttl, c.cache.max_negative_ttl) == (0, 86_400, 3_600)
+    assert c.cache.serve_stale is True
+    assert c.filter == FilterSection()
+    assert c.filter.block_response == "null"
+    assert c.filter.block_ttl == 60
+    assert c.lists == ()
+
+
+def test_a_full_config(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("not checked here\n", encoding="utf-8")
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "adult.txt").write_text("adult.example\n", encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere" / "ads.txt"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("ads.example\n", encoding="utf-8")
+    c = parse_text(
+        """
+[server]
+listen = ["0.0.0.0:53", "[::]:5353", "[fe80::1]:53"]
+state_dir = "state"
+tcp_idle_timeout = 2.5
+tcp_max_connections = 10
+udp_receive_buffer = 65536
+
+[clients]
+networks = ["10.1.0.0/16", "192.168.1.7", "2001:db8::/32", "10.2.3.4/8"]
+
+[upstream]
+servers = ["9.9.9.9", "tcp://[2620:fe::fe]", "tls://9.9.9.9#dns.quad9.net", "udp://1.1.1.1:5353"]
+timeout = 1
+tls_ca_file = "ca.pem"
+
+[cache]
+size = 100
+min_ttl = 5
+max_ttl = 3600
+max_negative_ttl = 60
+serve_stale = false
+stale_max_age = 0
+stale_answer_after = 0.5
+
+[filter]
+block_response = "blockpage"
+block_ttl = 0
+blockpage_ipv4 = ["192.0.2.80"]
+blockpage_ipv6 = ["2001:db8::80"]
+extended_error = "filtered"
+cname_inspection = false
+
+[[lists]]
+name = "adult"
+category = "adult_content-2"
+path = "lists/adult.txt"
+format = "hosts"
+
+[[lists]]
+name = "ads"
+category = "ads"
+path = "ELSEWHERE"
+""".replace("ELSEWHERE", str(elsewhere)),
+        tmp_path,
+    )
+    assert c.listen == (("0.0.0.0", 53), ("::", 5353), ("fe80::1", 53))
+    assert c.state_dir == tmp_path / "state"
+    assert c.tcp_idle_timeout == 2.5
+    assert c.client_networks == (
+        ipaddress.ip_network("10.1.0.0/16"),
+        ipaddress.ip_network("192.168.1.7/32"),
+        ipaddress.ip_network("2001:db8::/32"),
+        ipaddress.ip_network("10.0.0.0/8"),  # host bits are dropped, not refused
+    )
+    assert [(u.scheme, u.host, u.port, u.tls_name) for u in c.upstreams] == [
+        ("udp", "9.9.9.9", 53, None),
+        ("tcp", "2620:fe::fe", 53, None),
+        ("tls", "9.9.9.9", 853, "dns.quad9.net"),
+        ("udp", "1.1.1.1", 5353, None),
+    ]
+    assert c.upstream_timeout == 1.0  # an integer is fine where a float is expected
+    assert c.upstream_ca_file == tmp_path / "ca.pem"
+    assert (c.cache.size, c.cache.min_ttl, c.cache.serve_stale) == (100, 5, False)
+    assert c.filter.block_response == "blockpage"
+    assert c.filter.blockpage_ipv4 == ["192.0.2.80"]
+    assert c.filter.extended_error == "filtered"
+    assert c.filter.cname_inspection is False
+    assert [(x.name, x.category, x.format) for x in c.lists] == [
+        ("adult", "adult_content-2", ListFormat.HOSTS),
+        ("ads", "ads", ListFormat.AUTO),
+    ]
+    assert c.lists[0].path == tmp_path / "lists" / "adult.txt"
+    assert c.lists[1].path == elsewhere
+
+
+def test_relative_paths_are_resolved_against_base(tmp_path: Path) -> None:
+    base = tmp_path / "etc" / "schoolgate"
+    (base / "sub" / "dir").mkdir(parents=True)
+    (base / "a.txt").write_text("a.example\n", encoding="utf-8")
+    (base / "sub" / "dir" / "b.txt").write_text("b.example\n", encoding="utf-8")
+    c = parse_text(
+        '[server]\nstate_dir = "../state"\n'
+        '[[lists]]\nname = "a"\ncategory = "c"\npath = "a.txt"\n'
+        '[[lists]]\nname = "b"\ncategory = "c"\npath = "sub/dir/b.txt"\n',
+        base,
+    )
+    assert c.state_dir == base / ".." / "state"
+    assert [x.path for x in c.lists] == [base / "a.txt", base / "sub" / "dir" / "b.txt"]
+
+
+def test_home_in_paths_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "lists").mkdir(parents=True)
+    (tmp_path / "home" / "lists" / "a.txt").write_text("a.example\n", encoding="utf-8")
+    c = parse_text('[[lists]]\nname = "a"\ncategory = "c"\npath = "~/lists/a.txt"\n', tmp_path)
+    assert c.lists[0].path == tmp_path / "home" / "lists" / "a.txt"
+
+
+def test_blockpage_with_only_ipv6_is_enough(tmp_path: Path) -> None:
+    c = parse_text(
+        '[filter]\nblock_response = "blockpage"\nblockpage_ipv6 = ["2001:db8::1"]', tmp_path
+    )
+    assert c.filter.blockpage_ipv6 == ["2001:db8::1"]
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+_LIST = '[[lists]]\nname = "{name}"\ncategory = "{category}"\npath = "x.txt"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "value", "reason"),
+    [
+        pytest.param("[cache]\nsizee = 10", "cache.sizee", 10, "unknown key", id="unknown-nested"),
+        pytest.param(
+            '[server]\nlisten = ["127.0.0.1:53"]\nbogus = "x"',
+            "server.bogus",
+            "x",
+            "unknown key",
+            id="unknown-nested-2",
+        ),
+        pytest.param(
+            '[[lists]]\nname = "a"\ncategory = "c"\npath = "p"\ncolour = "red"',
+            "lists[0].colour",
+            "red",
+            "unknown key",
+            id="unknown-in-list",
+        ),
+        pytest.param(
+            '[cache]\nsize = "big"', "cache.size", "big", "expected int, got str", id="str-for-int"
+        ),
+        pytest.param(
+            "[cache]\nsize = true", "cache.size", True, "expected int, got bool", id="bool-for-int"
+        ),
+        pytest.param(
+            "[cache]\nmin_ttl = 1.5", "cache.min_ttl", 1.5, "expected int, got float", id="float"
+        ),
+        pytest.param(
+            '[server]\nlisten = "127.0.0.1:53"',
+            "server.listen",
+            "127.0.0.1:53",
+            "expected array, got str",
+            id="str-for-list",
+        ),
+        pytest.param("server = 3", "server", 3, "expected object, got int", id="int-for-table"),
+        pytest.param(
+            '[server]\nlisten = ["localhost:53"]',
+            "server.listen[0]",
+            "localhost:53",
+            "'localhost' is not an IP address",
+            id="listen-hostname",
+        ),
+        pytest.param(
+            '[server]\nlisten = ["127.0.0.1:53", "127.0.0.1"]',
+            "server.listen[1]",
+            "127.0.0.1",
+            "expected ADDRESS:PORT",
+            id="listen-no-port",
+        ),
+        pytest.param(
+            '[server]\nlisten = ["127.0.0.1:65536"]',
+            "server.listen[0]",
+            "127.0.0.1:65536",
+            "'65536' is not a port number",
+            id="listen-bad-port",
+        ),
+        pytest.param(
+            '[server]\nlisten = ["::1:53"]',
+            "server.listen[0]",
+            "::1:53",
+            "put IPv6 addresses in brackets",
+            id="ipv6-without-brackets",
+        ),
+        pytest.param(
+            "[server]\nlisten = []", "server.listen", [], "at least one address", id="no-listen"
+        ),
+        pytest.param(
+            "[server]\ntcp_idle_timeout = 0",
+            "server.tcp_idle_timeout",
+            0.0,
+            "must be a positive number",
+            id="zero-timeout",
+        ),
+        pytest.param(
+            "[server]\ntcp_idle_timeout = inf",
+            "server.tcp_idle_timeout",
+            float("inf"),
+            "must be a positive number",
+            id="inf-timeout",
+        ),
+        pytest.param(
+            "[server]\ntcp_max_connections = -1",
+            "server.tcp_max_connections",
+            -1,
+            "must be a positive number",
+            id="negative-connections",
+        ),
+        pytest.param(
+            '[upstream]\nservers = ["udp://dns.quad9.net"]',
+            "upstream.servers[0]",
+            "udp://dns.quad9.net",
+            "'dns.quad9.net' is not an IP address",
+            id="upstream-hostname",
+        ),
+        pytest.param(
+            '[upstream]\nservers = ["9.9.9.9", "https://9.9.9.9/dns-query"]',
+            "upstream.servers[1]",
+            "https://9.9.9.9/dns-query",
+            "unknown scheme 'https'",
+            id="upstream-scheme",
+        ),
+        pytest.param(
+            '[upstream]\nservers = ["udp://9.9.9.9/x"]',
+            "upstream.servers[0]",
+            "udp://9.9.9.9/x",
+            "no path or query",
+            id="upstream-path",
+        ),
+        pytest.param(
+            '[upstream]\nservers = ["udp://9.9.9.9#dns.quad9.net"]',
+            "upstream.servers[0]",
+            "udp://9.9.9.9#dns.quad9.net",
+            "only makes sense for tls://",
+            id="upstream-tls-name-on-udp",
+        ),
+        pytest.param(
+            "[upstream]\nservers = []",
+            "upstream.servers",
+            [],
+            "at least one upstream",
+            id="no-upstreams",
+        ),
+        pytest.param(
+            "[upstream]\ntimeout = -2",
+            "upstream.timeout",
+            -2.0,
+            "must be a positive number",
+            id="upstream-timeout",
+        ),
+        pytest.param(
+            '[upstream]\ntls_ca_file = "missing.pem"',
+            "upstream.tls_ca_file",
+            "missing.pem",
+            "no such file",
+            id="ca-file-missing",
+        ),
+        pytest.param(
+            '[clients]\nnetworks = ["10.0.0.0/8", "10.0.0.0/33"]',
+            "clients.networks[1]",
+            "10.0.0.0/33",
+            "not a network",
+            id="bad-network",
+        ),
+        pytest.param(
+            '[clients]\nnetworks = ["school"]',
+            "clients.networks[0]",
+            "school",
+            "not a network",
+            id="network-word",
+        ),
+        pytest.param(
+            "[cache]\nmin_ttl = -1", "cache.min_ttl", -1, "must not be negative", id="neg-min-ttl"
+        ),
+        pytest.param(
+            "[cache]\nmax_negative_ttl = -5",
+            "cache.max_negative_ttl",
+            -5,
+            "must not be negative",
+            id="neg-negative-ttl",
+        ),
+        pytest.param(
+            "[cache]\nstale_max_age = -1",
+            "cache.stale_max_age",
+            -1,
+            "must not be negative",
+            id="neg-stale-age",
+        ),
+        pytest.param(
+            "[cache]\nmin_ttl = 600\nmax_ttl = 60",
+            "cache.min_ttl",
+            600,
+            "is larger than cache.max_ttl",
+            id="min-above-max",
+        ),
+        pytest.param("[cache]\nsize = 0", "cache.size", 0, "positive", id="zero-cache-size"),
+        pytest.param(
+            "[filter]\nblock_ttl = -60",
+            "filter.block_ttl",
+            -60,
+            "must not be negative",
+            id="neg-block-ttl",
+        ),
+        pytest.param(
+            '[filter]\nblock_response = "blockpage"',
+            "filter.block_response",
+            "blockpage",
+            "needs filter.blockpage_ipv4 or filter.blockpage_ipv6",
+            id="blockpage-without-addresses",
+        ),
+        pytest.param(
+            '[filter]\nblock_response = "redirect"',
+            "filter.block_response",
+            "redirect",
+            "invalid enum value 'redirect'",
+            id="unknown-block-response",
+        ),
+        pytest.param(
+            '[filter]\nblockpage_ipv4 = ["192.0.2.1", "::1"]',
+            "filter.blockpage_ipv4[1]",
+            "::1",
+            "not an IPv4 address",
+            id="blockpage-ipv4-is-v6",
+        ),
+        pytest.param(
+            '[filter]\nblockpage_ipv4 = ["blockpage.school"]',
+            "filter.blockpage_ipv4[0]",
+            "blockpage.school",
+            "not an IPv4 address",
+            id="blockpage-ipv4-name",
+        ),
+        pytest.param(
+            '[filter]\nblockpage_ipv6 = ["192.0.2.1"]',
+            "filter.blockpage_ipv6[0]",
+            "192.0.2.1",
+            "not an IPv6 address",
+            id="blockpage-ipv6-is-v4",
+        ),
+        pytest.param(
+            _LIST.format(name="a", category="c") + _LIST.format(name="a", category="d"),
+            "lists[1].name",
+            "a",
+            "another list has this name",
+            id="duplicate-list-names",
+        ),
+        pytest.param(
+            _LIST.format(name="a", category="adult content"),
+            "lists[0].category",
+            "adult content",
+            "letters, digits, '-' and '_' only",
+            id="category-with-space",
+        ),
+        pytest.param(
+            _LIST.format(name="a", category="adult/porn"),
+            "lists[0].category",
+            "adult/porn",
+            "letters, digits, '-' and '_' only",
+            id="category-with-slash",
+        ),
+        pytest.param(
+            _LIST.format(name="a", category=""),
+            "lists[0].category",
+            "",
+            "letters, digits, '-' and '_' only",
+            id="empty-category",
+        ),
+        pytest.param(
+            _LIST.format(name="a", category="ädult"),
+            "lists[0].category",
+            "ädult",
+            "letters, digits, '-' and '_' only",
+            id="category-not-ascii",
+        ),
+        pytest.param(
+            _LIST.format(name=" ", category="c"),
+            "lists[0].name",
+            " ",
+            "a list needs a name",
+            id="blank-list-name",
+        ),
+        pytest.param(
+            '[[lists]]\nname = "a"\ncategory = "c"\npath = "missing.txt"\n',
+            "lists[0].path",
+            "missing.txt",
+            "no such file",
+            id="list-file-missing",
+        ),
+        pytest.param(
+            "[clients]\nnetworks = []",
+            "clients.networks",
+            [],
+            "at least one network",
+            id="no-client-networks",
+        ),
+        pytest.param(
+            "[cache]\nmin_ttl = 600\nmax_negative_ttl = 60",
+            "cache.min_ttl",
+            600,
+            "is larger than cache.max_negative_ttl",
+            id="min-above-max-negative",
+        ),
+        pytest.param(
+            _LIST.format(name="a", category="c") + 'format = "csv"\n',
+            "lists[0].format",
+            "csv",
+            "invalid enum value 'csv'",
+            id="bad-format",
+        ),
+    ],
+)
+def test_errors_name_file_key_value_and_reason(
+    tmp_path: Path, text: str, key: str, value: Any, reason: str
+) -> None:
+    (tmp_path / "x.txt").write_text("listed.example\n", encoding="utf-8")
+    err = config_error(text, tmp_path)
+    assert err.file == FILE
+    assert err.key == key
+    assert err.value == value
+    assert reason in err.reason
+    assert str(err) == f"{FILE}: {key} = {value!r}: {err.reason}"
+
+
+@pytest.mark.parametrize("missing", ["name", "category", "path"])
+def test_missing_required_list_key(tmp_path: Path, missing: str) -> None:
+    fields = {"name": '"a"', "category": '"c"', "path": '"x.txt"'}
+    del fields[missing]
+    text = "[[lists]]\n" + "".join(f"{k} = {v}\n" for k, v in fields.items())
+    err = config_error(text, tmp_path)
+    assert err.key == f"lists[0].{missing}"
+    assert err.reason == "required key is missing"
+    assert str(err) == f"{FILE}: lists[0].{missing}: required key is missing"
+
+
+@pytest.mark.parametrize("text", ["[cache\nsize = 1", "size = ", "a = 1\na = 2", "[x]]"])
+def test_invalid_toml(tmp_path: Path, text: str) -> None:
+    err = config_error(text, tmp_path)
+    assert err.key == ""
+    assert err.reason.startswith("not valid TOML: ")
+    assert str(err).startswith(f"{FILE}: not valid TOML: ")
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    err = config_error("colour = 1\n", tmp_path)
+    assert err.key == "colour"
+    assert err.value == 1
+    assert err.reason == "unknown key"
+    assert str(err) == f"{FILE}: colour = 1: unknown key"
+
+
+def test_unknown_top_level_key_is_refused(tmp_path: Path) -> None:
+    # Whatever the wording, an unknown section must stop the load and be named.
+    err = config_error("[servre]\nlisten = []\n", tmp_path)
+    assert "servre" in str(err)
+    assert str(err).startswith(FILE)
+
+
+# --- overrides and loading files ------------------------------------------------------------------
+
+
+def test_overrides_edit_the_toml_before_it_is_checked(tmp_path: Path) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def override(raw: dict[str, Any]) -> None:
+        seen.append(copy.deepcopy(raw))
+        raw.setdefault("server", {})["listen"] = ["127.0.0.1:5454"]
+
+    c = parse_text('[server]\nlisten = ["127.0.0.1:53"]\n', tmp_path, overrides=override)
+    assert seen == [{"server": {"listen": ["127.0.0.1:53"]}}]
+    assert c.listen == (("127.0.0.1", 5454),)
+
+
+def test_a_bad_override_is_refused_like_a_bad_file(tmp_path: Path) -> None:
+    def override(raw: dict[str, Any]) -> None:
+        raw["upstream"] = {"servers": ["tcp://resolver.example"]}
+
+    with pytest.raises(ConfigError) as info:
+        parse_text("", tmp_path, overrides=override)
+    assert info.value.key == "upstream.servers[0]"
+    assert "'resolver.example' is not an IP address" in info.value.reason
+
+
+def test_load_a_file(tmp_path: Path) -> None:
+    (tmp_path / "conf" / "lists").mkdir(parents=True)
+    (tmp_path / "conf" / "lists" / "a.txt").write_text("a.example\n", encoding="utf-8")
+    path = tmp_path / "conf" / "agent.toml"
+    path.write_text(
+        '[server]\nlisten = ["127.0.0.1:5300"]\n'
+        '[[lists]]\nname = "a"\ncategory = "c"\npath = "lists/a.txt"\n',
+        encoding="utf-8",
+    )
+    c = load(path)
+    assert c.source == str(path)
+    assert c.listen == (("127.0.0.1", 5300),)
+    assert c.lists[0].path == tmp_path / "conf" / "lists" / "a.txt"
+    assert c.state_dir == Path("/var/lib/schoolgate")  # only the bundled default moves it
+
+
+def test_load_errors_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text("[cache]\nsize = -1\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert str(info.value) == f"{path}: cache.size = -1: must be a positive number"
+
+
+def test_load_a_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert str(info.value).startswith(f"{path}: cannot read: ")
+    assert info.value.key == ""
+
+
+def test_load_a_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'[server]\nstate_dir = "caf\xe9"\n')
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert str(info.value) == f"{path}: not UTF-8 text"
+
+
+def test_load_with_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text("[cache]\nsize = 10\n", encoding="utf-8")
+    c = load(path, lambda raw: raw["cache"].__setitem__("size", 99))
+    assert c.cache.size == 99
+
+
+# --- the bundled default -------------------------------------------------------------------------
+
+
+def test_bundled_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    c = load(None)
+    assert c.source == "(bundled default config)"
+    assert c.listen == (("127.0.0.1", 5353), ("::1", 5353))
+    assert c.state_dir == tmp_path / "xdg" / "schoolgate"
+    assert c.client_networks == (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+    assert c.filter.block_response == "null"
+    [bundled] = c.lists
+    assert bundled.name == "bundled-encrypted-dns"
+    assert bundled.category == "encrypted-dns"
+    assert bundled.format is ListFormat.DOMAINS
+    assert bundled.path.is_file()
+    _, result = read_source(
+        ListSource(bundled.name, bundled.category, bundled.path, bundled.format)
+    )
+    assert result.report.entries > 0
+    assert result.report.invalid == 0
+    assert result.report.unsupported == 0
+
+
+def test_bundled_default_with_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+
+    def override(raw: dict[str, Any]) -> None:
+        raw["server"]["listen"] = ["127.0.0.1:5454"]
+        raw["server"]["state_dir"] = str(tmp_path / "elsewhere")
+
+    c = load(None, override)
+    assert c.listen == (("127.0.0.1", 5454),)
+    assert c.state_dir == tmp_path / "elsewhere"
+
+
+def test_bundled_default_with_a_bad_override(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    with pytest.raises(ConfigError) as info:
+        load(None, lambda raw: raw["server"].__setitem__("listen", ["::1:53"]))
+    assert str(info.value).startswith("(bundled default config): server.listen[0] = '::1:53': ")
+
+
+def test_user_state_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert user_state_dir() == tmp_path / "state" / "schoolgate"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert user_state_dir() == tmp_path / "home" / ".local" / "state" / "schoolgate"
+
+
+# --- addresses -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:53", ("127.0.0.1", 53)),
+        ("0.0.0.0:0", ("0.0.0.0", 0)),
+        ("[::1]:5353", ("::1", 5353)),
+        ("[2001:db8::1]:65535", ("2001:db8::1", 65535)),
+    ],
+)
+def test_parse_address(text: str, expected: tuple[str, int]) -> None:
+    assert parse_address(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("127.0.0.1", "expected ADDRESS:PORT"),
+        (":53", "expected ADDRESS:PORT"),
+        ("::1:53", "brackets"),
+        ("[::1]", "brackets"),
+        ("[::1]:", "'' is not a port number"),
+        ("127.0.0.1:dns", "'dns' is not a port number"),
+        ("127.0.0.1:-1", "is not a port number"),
+        ("127.0.0.1:70000", "'70000' is not a port number"),
+        ("example.com:53", "'example.com' is not an IP address"),
+        ("[example.com]:53", "'example.com' is not an IP address"),
+    ],
+)
+def test_parse_address_errors(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason.replace("[", r"\[")):
+        parse_address(text)
