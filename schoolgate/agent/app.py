@@ -59,8 +59,8 @@ from schoolgate.agent.dns.wire import (
     splice,
     truncated_response,
 )
-from schoolgate.agent.filter.build import BuildError, ListSource
 from schoolgate.agent.filter.compiled import CompiledListError, CompiledLists
+from schoolgate.agent.filter.sources import BuildError, ListSource
 from schoolgate.agent.filter.store import ListStore
 from schoolgate.agent.policy.clients import Client, ClientIdentifier, Group
 from schoolgate.agent.policy.decide import Decider
@@ -276,7 +276,7 @@ class Agent:
         if lists is not None:
             return lists
         try:
-            return await store.compile(sources)
+            lists, report = await store.compile(sources)
         except (BuildError, CompiledListError) as exc:
             if not first:
                 raise
@@ -291,6 +291,9 @@ class Agent:
                 fallback.build_id,
             )
             return fallback
+        for line in report:
+            log.info("lists: %s", line)
+        return lists
 
     async def _listen(self) -> None:
         assert self.pipeline is not None

@@ -18,9 +18,9 @@ from schoolgate.agent.app import Agent, StartupError, block_settings, list_sourc
 from schoolgate.agent.config import AgentConfig, ConfigError, parse_address
 from schoolgate.agent.dns.upstream import parse_upstream
 from schoolgate.agent.dns.wire import Query, parse_query, text_to_wire
-from schoolgate.agent.filter.build import BuildError, build, report_lines
 from schoolgate.agent.filter.compiled import CompiledListError, CompiledLists
 from schoolgate.agent.filter.names import InvalidName, normalize
+from schoolgate.agent.filter.sources import BuildError
 from schoolgate.agent.filter.store import ListStore
 from schoolgate.agent.policy.clients import ClientIdentifier, Group
 from schoolgate.agent.policy.decide import Decider
@@ -181,7 +181,7 @@ def _open_lists(config: AgentConfig) -> CompiledLists:
     sources = list_sources(config)
     lists = store.open_current(sources)
     if lists is None:
-        lists = asyncio.run(store.compile(sources))
+        lists, _report = asyncio.run(store.compile(sources))
     return lists
 
 
@@ -242,12 +242,10 @@ def _synthetic_query(name: str, qtype: int) -> Query:
 
 
 def _compile(config: AgentConfig) -> int:
-    store = ListStore(config.state_dir)
-    store.dir.mkdir(parents=True, exist_ok=True)
-    result = build(list_sources(config), store.next)
-    lists = store.promote()
-    for line in report_lines(result):
-        print(line.replace(str(store.next), str(store.current)))
+    # The same worker process the agent uses, so what is printed is what the agent would serve.
+    lists, report = asyncio.run(ListStore(config.state_dir).compile(list_sources(config)))
+    for line in report:
+        print(line)
     print(f"build {lists.build_id} is now current")
     return 0
 

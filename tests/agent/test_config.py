@@ -19,8 +19,9 @@ from schoolgate.agent.config import (
     parse_address,
     user_state_dir,
 )
-from schoolgate.agent.filter.build import ListSource, read_source
+from schoolgate.agent.filter.build import read_source
 from schoolgate.agent.filter.parsers import ListFormat
+from schoolgate.agent.filter.sources import ListSource
 
 FILE = "test.toml"
 

@@ -14,66 +14,26 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from schoolgate.agent.filter.compiled import (
-    CompiledLists,
-    filter_bits_for,
-    write_compiled,
-)
+from schoolgate.agent.filter.compiled import filter_bits_for, write_compiled
 from schoolgate.agent.filter.names import fingerprint, to_wire
 from schoolgate.agent.filter.parsers import ListFormat, ParseReport, detect_format, parse_lines
+from schoolgate.agent.filter.sources import (
+    BuildError,
+    BuildResult,
+    ListSource,
+    SourceResult,
+    report_lines,
+)
 
 _SNIFF_LINES = 200
 _MAX_SOURCE_SETS = 0xFFFF
-
-
-class BuildError(Exception):
-    """A build that could not produce a file; the running build stays in service."""
-
-
-@dataclass(frozen=True)
-class ListSource:
-    """A list file feeding one category."""
-
-    name: str
-    category: str
-    path: Path
-    format: ListFormat = ListFormat.AUTO
-
-    def stamp(self) -> list[Any]:
-        """What must be unchanged for a compiled file to still be current."""
-        st = self.path.stat()
-        return [
-            self.name,
-            self.category,
-            self.format.value,
-            str(self.path),
-            st.st_size,
-            st.st_mtime_ns,
-        ]
-
-
-@dataclass
-class SourceResult:
-    source: ListSource
-    report: ParseReport
-    sha256: str
-
-
-@dataclass
-class BuildResult:
-    path: Path
-    names: int
-    size: int
-    seconds: float
-    build_id: str
-    sources: list[SourceResult] = field(default_factory=list)
 
 
 def read_source(source: ListSource) -> tuple[np.ndarray[Any, np.dtype[np.uint64]], SourceResult]:
@@ -217,33 +177,6 @@ def _filter(prints: np.ndarray[Any, Any], bits: int) -> bytes:
     flags = np.zeros(bits, dtype=bool)
     flags[(prints % np.uint64(bits)).astype(np.int64)] = True
     return np.packbits(flags, bitorder="little").tobytes()
-
-
-def is_current(compiled: CompiledLists, sources: Sequence[ListSource]) -> bool:
-    """True when ``compiled`` was built from exactly these sources, unchanged on disk."""
-    try:
-        stamps = [s.stamp() for s in sources]
-    except OSError:
-        return False
-    return bool(compiled.meta.get("stamps") == stamps)
-
-
-def report_lines(result: BuildResult) -> Iterator[str]:
-    """Human-readable summary of a build, as ``lists compile`` prints it."""
-    for r in result.sources:
-        rep = r.report
-        yield (
-            f"{r.source.name} ({r.source.category}, {rep.format.value}): {rep.entries} entries, "
-            f"{rep.invalid} invalid, {rep.unsupported} unsupported, {rep.comments} comments, "
-            f"{rep.lines} lines"
-        )
-        for example in rep.examples:
-            yield f"    {example}"
-    per_name = result.size / result.names if result.names else 0.0
-    yield (
-        f"compiled {result.names} unique names into {result.path} "
-        f"({result.size} bytes, {per_name:.1f} bytes/name) in {result.seconds:.2f} s"
-    )
 
 
 def _main(argv: list[str]) -> int:

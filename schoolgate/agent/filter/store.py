@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from schoolgate.agent.filter.build import BuildError, ListSource, is_current
 from schoolgate.agent.filter.compiled import CompiledListError, CompiledLists
+from schoolgate.agent.filter.sources import BuildError, ListSource, is_current
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,11 @@ class ListStore:
         lists.close()
         return None
 
-    async def compile(self, sources: Sequence[ListSource]) -> CompiledLists:
-        """Compile ``sources`` in a worker process and put the result in service on disk."""
+    async def compile(self, sources: Sequence[ListSource]) -> tuple[CompiledLists, list[str]]:
+        """Compile ``sources`` in a worker process and put the result in service on disk.
+
+        Returns the new build and the worker's report, one line per list and a summary.
+        """
         self.dir.mkdir(parents=True, exist_ok=True)
         job = {
             "out": str(self.next),
@@ -67,9 +70,8 @@ class ListStore:
         )
         out, err = await proc.communicate(json.dumps(job).encode())
         result = _worker_result(out, err, proc.returncode)
-        for line in result.get("report", []):
-            log.info("lists: %s", line)
-        return self.promote()
+        report = [line.replace(str(self.next), str(self.current)) for line in result["report"]]
+        return self.promote(), report
 
     def promote(self) -> CompiledLists:
         """Open ``next.sgl``; if it is sound, make it current and keep the old one as previous."""

@@ -12,16 +12,11 @@ from typing import Any
 import pytest
 
 from schoolgate.agent.dns.wire import name_labels, text_to_wire
-from schoolgate.agent.filter.build import (
-    BuildError,
-    ListSource,
-    build,
-    read_source,
-    report_lines,
-)
+from schoolgate.agent.filter.build import build, read_source
 from schoolgate.agent.filter.compiled import CompiledLists
 from schoolgate.agent.filter.names import name_fingerprint
 from schoolgate.agent.filter.parsers import ListFormat
+from schoolgate.agent.filter.sources import BuildError, ListSource, report_lines
 
 
 def make_source(

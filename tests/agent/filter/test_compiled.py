@@ -16,7 +16,7 @@ import xxhash
 from dnslib import QTYPE, DNSRecord
 
 from schoolgate.agent.dns.wire import name_labels, parse_query, text_to_wire
-from schoolgate.agent.filter.build import ListSource, build, is_current
+from schoolgate.agent.filter.build import build
 from schoolgate.agent.filter.compiled import (
     HEADER,
     MAGIC,
@@ -28,6 +28,7 @@ from schoolgate.agent.filter.compiled import (
     layout,
 )
 from schoolgate.agent.filter.parsers import ListFormat
+from schoolgate.agent.filter.sources import ListSource, is_current
 
 
 class Opener:

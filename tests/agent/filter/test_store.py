@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from schoolgate.agent.dns.wire import name_labels, text_to_wire
-from schoolgate.agent.filter.build import BuildError, ListSource, build
+from schoolgate.agent.filter.build import build
 from schoolgate.agent.filter.compiled import CompiledListError, CompiledLists
+from schoolgate.agent.filter.sources import BuildError, ListSource
 from schoolgate.agent.filter.store import ListStore
 
 
@@ -203,19 +204,17 @@ def test_promote_without_a_next_build(store: ListStore) -> None:
 
 @pytest.mark.asyncio
 async def test_compile_in_a_worker_and_promote(
-    tmp_path: Path, store: ListStore, keeper: Keeper, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, store: ListStore, keeper: Keeper
 ) -> None:
     sources = make_sources(tmp_path, "a.example", "b.example", "bad..example")
-    with caplog.at_level(logging.INFO, logger="schoolgate.agent.filter.store"):
-        lists = keeper.must(await store.compile(sources))
+    compiled, report = await store.compile(sources)
+    lists = keeper.must(compiled)
     assert lists.path == store.current
     assert covers(lists, "x.a.example")
     assert covers(lists, "b.example")
     assert not store.next.exists()
-    messages = [r.getMessage() for r in caplog.records]
-    assert any(
-        m.startswith("lists: school (adult, domains): 2 entries, 1 invalid") for m in messages
-    )
+    assert report[0].startswith("school (adult, domains): 2 entries, 1 invalid")
+    assert str(store.current) in report[-1]
     assert keeper.must(store.open_current(sources)).build_id == lists.build_id
 
 
@@ -224,7 +223,7 @@ async def test_a_failed_compile_keeps_the_build_in_service(
     tmp_path: Path, store: ListStore, keeper: Keeper
 ) -> None:
     sources = make_sources(tmp_path, "a.example")
-    build_id = keeper.must(await store.compile(sources)).build_id
+    build_id = keeper.must((await store.compile(sources))[0]).build_id
     missing = [ListSource("gone", "adult", tmp_path / "gone.txt")]
     with pytest.raises(BuildError, match="list 'gone': cannot read"):
         await store.compile(missing)

@@ -1,0 +1,85 @@
+"""What a build is made of and what it reports: no numpy here, the agent imports this.
+
+The compile itself (``build``) needs numpy and runs in its own process, so the DNS server
+never carries the weight of numpy or of a compile's millions of short-lived strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from schoolgate.agent.filter.compiled import CompiledLists
+from schoolgate.agent.filter.parsers import ListFormat, ParseReport
+
+
+class BuildError(Exception):
+    """A build that could not produce a file; the running build stays in service."""
+
+
+@dataclass(frozen=True)
+class ListSource:
+    """A list file feeding one category."""
+
+    name: str
+    category: str
+    path: Path
+    format: ListFormat = ListFormat.AUTO
+
+    def stamp(self) -> list[Any]:
+        """What must be unchanged for a compiled file to still be current."""
+        st = self.path.stat()
+        return [
+            self.name,
+            self.category,
+            self.format.value,
+            str(self.path),
+            st.st_size,
+            st.st_mtime_ns,
+        ]
+
+
+@dataclass
+class SourceResult:
+    source: ListSource
+    report: ParseReport
+    sha256: str
+
+
+@dataclass
+class BuildResult:
+    path: Path
+    names: int
+    size: int
+    seconds: float
+    build_id: str
+    sources: list[SourceResult] = field(default_factory=list)
+
+
+def is_current(compiled: CompiledLists, sources: Sequence[ListSource]) -> bool:
+    """True when ``compiled`` was built from exactly these sources, unchanged on disk."""
+    try:
+        stamps = [s.stamp() for s in sources]
+    except OSError:
+        return False
+    return bool(compiled.meta.get("stamps") == stamps)
+
+
+def report_lines(result: BuildResult) -> Iterator[str]:
+    """Human-readable summary of a build, as ``lists compile`` prints it."""
+    for r in result.sources:
+        rep = r.report
+        yield (
+            f"{r.source.name} ({r.source.category}, {rep.format.value}): {rep.entries} entries, "
+            f"{rep.invalid} invalid, {rep.unsupported} unsupported, {rep.comments} comments, "
+            f"{rep.lines} lines"
+        )
+        for example in rep.examples:
+            yield f"    {example}"
+    per_name = result.size / result.names if result.names else 0.0
+    yield (
+        f"compiled {result.names} unique names into {result.path} "
+        f"({result.size} bytes, {per_name:.1f} bytes/name) in {result.seconds:.2f} s"
+    )
