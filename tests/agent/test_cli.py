@@ -26,6 +26,20 @@ def cli(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def quick_start(port: int, upstream: FakeUpstream, adult: Path, state: Path) -> tuple[str, ...]:
+    """The quick-start flags of the README, for a run with no configuration file."""
+    return (
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--upstream",
+        upstream.url,
+        "--list",
+        f"adult={adult}",
+        "--state-dir",
+        str(state),
+    )
+
+
 def a_record(port: int, name: str) -> list[str]:
     reply = dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1", port=port, timeout=3)
     return [rr.to_text() for rrset in reply.answer for rr in rrset]
@@ -45,16 +59,7 @@ def test_run_reload_and_stop(tmp_path: Path, upstream: FakeUpstream) -> None:
     adult.write_text("first.example\n", encoding="utf-8")
     port = free_port()
     log = tmp_path / "agent.log"
-    args = (
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--upstream",
-        upstream.url,
-        "--list",
-        f"adult={adult}",
-        "--state-dir",
-        str(tmp_path / "state"),
-    )
+    args = quick_start(port, upstream, adult, tmp_path / "state")
     with running_agent(*args, port=port, log=log) as proc:
         assert a_record(port, "www.first.example") == ["0.0.0.0"]
         assert a_record(port, "second.example") == ["192.0.2.1"]
@@ -84,16 +89,7 @@ def test_start_with_compiled_lists_skips_the_compile(
     assert cli("lists", "compile", "--list", f"adult={adult}", state=state).returncode == 0
     port = free_port()
     log = tmp_path / "agent.log"
-    args = (
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--upstream",
-        upstream.url,
-        "--list",
-        f"adult={adult}",
-        "--state-dir",
-        str(state),
-    )
+    args = quick_start(port, upstream, adult, state)
     with running_agent(*args, port=port, log=log) as proc:
         assert a_record(port, "first.example") == ["0.0.0.0"]
         proc.send_signal(signal.SIGTERM)
@@ -180,16 +176,7 @@ def test_dig_as_a_client(tmp_path: Path, upstream: FakeUpstream) -> None:
     adult = tmp_path / "adult.txt"
     adult.write_text("blocked.example\n", encoding="utf-8")
     port = free_port()
-    args = (
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--upstream",
-        upstream.url,
-        "--list",
-        f"adult={adult}",
-        "--state-dir",
-        str(tmp_path / "state"),
-    )
+    args = quick_start(port, upstream, adult, tmp_path / "state")
     with running_agent(*args, port=port, log=tmp_path / "agent.log"):
 
         def dig(*extra: str) -> str:

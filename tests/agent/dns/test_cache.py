@@ -23,6 +23,7 @@ from schoolgate.agent.dns.wire import (
     splice,
     text_to_wire,
 )
+from tests.support.messages import reply
 
 NOW = 1_000_000
 
@@ -46,17 +47,11 @@ def upstream(
 ) -> tuple[bytes, ScannedResponse]:
     """(cache key, scanned response) for an upstream answer built by dnslib."""
     query = query_bytes(name, qtype)
-    response = DNSRecord(
-        DNSHeader(id=1, qr=1, rd=1, ra=1, rcode=rcode, tc=int(tc)), q=DNSQuestion(name, qtype)
+    response = reply(
+        query, rcode=rcode, answers=answers, authority=authority, additional=additional, tc=tc
     )
-    for rr in answers:
-        response.add_answer(rr)
-    for rr in authority:
-        response.add_auth(rr)
-    for rr in additional:
-        response.add_ar(rr)
     q = parse_query(query)
-    return q.key, scan_response(bytes(response.pack()), q.upstream_question)
+    return q.key, scan_response(response, q.upstream_question)
 
 
 def a_record(name: str, ttl: int, address: str = "192.0.2.1") -> Any:

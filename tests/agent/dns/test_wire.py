@@ -72,6 +72,7 @@ from schoolgate.agent.dns.wire import (
     truncated_response,
     wire_to_text,
 )
+from tests.support.messages import reply
 
 HEADER = struct.Struct("!HHHHHH")
 PROPERTY = settings(
@@ -130,30 +131,6 @@ def raw_opt(
 def question_of(query: bytes) -> bytes:
     """The lowercased question we would send upstream for ``query``."""
     return parse_query(query).upstream_question
-
-
-def reply(
-    query: bytes,
-    *,
-    rcode: int = NOERROR,
-    answers: Sequence[Any] = (),
-    authority: Sequence[Any] = (),
-    additional: Sequence[Any] = (),
-    tc: bool = False,
-) -> bytes:
-    """A response to ``query`` packed by dnslib (which compresses names)."""
-    request = DNSRecord.parse(query)
-    response = DNSRecord(
-        DNSHeader(id=request.header.id, qr=1, ra=1, rd=request.header.rd, rcode=rcode, tc=int(tc)),
-        q=request.q,
-    )
-    for rr in answers:
-        response.add_answer(rr)
-    for rr in authority:
-        response.add_auth(rr)
-    for rr in additional:
-        response.add_ar(rr)
-    return bytes(response.pack())
 
 
 def soa(owner: str, ttl: int, minimum: int) -> Any:
