@@ -151,8 +151,10 @@ class AnswerCache:
         if lifetime is None:
             return None
         s = self.settings
-        ttls = [min(max(t, s.min_ttl), s.max_ttl) for t in scanned.ttls]
-        if _negative(scanned):
+        ttls = scanned.ttls
+        if ttls and (min(ttls) < s.min_ttl or max(ttls) > s.max_ttl):
+            ttls = [min(max(t, s.min_ttl), s.max_ttl) for t in ttls]
+        if _negative(scanned) and ttls and max(ttls) > lifetime:
             # RFC 2308 5: clients must not be told to keep a negative answer longer than we do.
             ttls = [min(t, lifetime) for t in ttls]
         entry = CacheEntry(
@@ -165,6 +167,11 @@ class AnswerCache:
             tuple(scanned.cnames),
             scanned.rcode,
         )
+        if ttls is scanned.ttls:
+            # Nothing was clamped: the body as received is already right for this second.
+            entry.plain = entry.body
+            entry.edns = set_arcount_plus_one(entry.body)
+            entry.second = now
         entries = self._entries
         entries[key] = entry
         entries.move_to_end(key)

@@ -1,10 +1,15 @@
 """The forwarding stage: a cache miss goes upstream, once per question however many ask.
 
-Questions already on their way upstream are coalesced: later askers wait for the same answer.
-When every upstream fails, an expired answer still inside the serve-stale window is given
-(RFC 8767), otherwise SERVFAIL. If an upstream is slow and a stale answer exists, the stale
-answer goes out after ``stale_answer_after`` seconds while the refresh carries on (RFC 8767's
-client response timer).
+A question already on its way upstream is not sent again: later askers wait for the same
+answer. Upstreams are tried in order (healthy ones first); a timeout, a network error, a
+malformed answer or a SERVFAIL/REFUSED/NOTIMP/FORMERR moves on to the next. When every upstream
+has failed, an expired answer still inside the serve-stale window is given (RFC 8767), otherwise
+SERVFAIL. If an upstream is slow and a stale answer exists, the stale answer goes out after
+``stale_answer_after`` seconds while the refresh carries on (RFC 8767's client response timer).
+
+UDP, the common case, runs on callbacks from the upstream's socket pool: no task, coroutine or
+timer is made per query. TCP, DNS-over-TLS and the TCP retry of a truncated UDP answer run as
+tasks.
 """
 
 from __future__ import annotations
@@ -17,8 +22,13 @@ from typing import Any
 
 from schoolgate.agent.dns.cache import AnswerCache, CacheEntry
 from schoolgate.agent.dns.listeners import Address, Reply
-from schoolgate.agent.dns.upstream import AllUpstreamsFailed, UpstreamGroup
-from schoolgate.agent.dns.wire import Query
+from schoolgate.agent.dns.upstream import (
+    Upstream,
+    UpstreamError,
+    UpstreamGroup,
+    usable_answer,
+)
+from schoolgate.agent.dns.wire import Query, ScannedResponse, build_query
 from schoolgate.agent.stats import Counters
 
 log = logging.getLogger(__name__)
@@ -26,6 +36,23 @@ log = logging.getLogger(__name__)
 Waiter = tuple[bytes, Query, Any, Reply, Address]
 # Called for each waiter with the entry to answer from (None: SERVFAIL) and whether it is stale.
 Deliver = Callable[[bytes, Query, Any, Reply, Address, CacheEntry | None, bool], None]
+
+
+class Pending:
+    """One question on its way upstream and the clients waiting for it."""
+
+    __slots__ = ("errors", "key", "order", "query", "stale", "started", "tried", "waiters", "wire")
+
+    def __init__(self, query: Query, order: list[Upstream], stale: CacheEntry | None) -> None:
+        self.key = query.key
+        self.query = query
+        self.wire = build_query(0, query.upstream_question, query.flags, query.do)
+        self.order = order
+        self.tried = 0
+        self.errors: list[str] = []
+        self.waiters: list[Waiter] = []
+        self.stale = stale
+        self.started = 0.0
 
 
 class Forwarder:
@@ -42,59 +69,98 @@ class Forwarder:
         self._deliver = deliver
         self._counters = counters
         self._stale_after = stale_answer_after
-        self._in_flight: dict[bytes, list[Waiter]] = {}
+        self._in_flight: dict[bytes, Pending] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def forward(self, data: bytes, query: Query, client: Any, reply: Reply, addr: Address) -> None:
-        waiters = self._in_flight.get(query.key)
-        if waiters is not None:
+        pending = self._in_flight.get(query.key)
+        if pending is not None:
             self._counters.coalesced += 1
-            waiters.append((data, query, client, reply, addr))
+            pending.waiters.append((data, query, client, reply, addr))
             return
         self._counters.forwarded += 1
-        self._in_flight[query.key] = [(data, query, client, reply, addr)]
-        task = asyncio.get_running_loop().create_task(self._resolve(query))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _resolve(self, query: Query) -> None:
-        key = query.key
-        timer = None
-        stale = self.cache.get_stale(key, int(time.monotonic()))
+        now = time.monotonic()
+        stale = self.cache.get_stale(query.key, int(now))
+        pending = Pending(query, self.upstreams.order(now), stale)
+        pending.waiters.append((data, query, client, reply, addr))
+        self._in_flight[query.key] = pending
         if stale is not None:
-            timer = asyncio.get_running_loop().call_later(
-                self._stale_after, self._answer_stale, key, stale
+            asyncio.get_running_loop().call_later(self._stale_after, self._answer_stale, pending)
+        self._try_next(pending)
+
+    def _try_next(self, pending: Pending) -> None:
+        """Send ``pending`` to the next upstream in its order, or give up."""
+        if pending.tried >= len(pending.order):
+            self._give_up(pending)
+            return
+        upstream = pending.order[pending.tried]
+        pending.tried += 1
+        upstream.health.queries += 1
+        pending.started = time.monotonic()
+        question = pending.query.upstream_question
+        if upstream.udp is not None:
+            upstream.udp.send(
+                pending.wire, question, lambda outcome: self._udp_done(pending, upstream, outcome)
             )
+        else:
+            self._spawn(self._over_stream(pending, upstream))
+
+    def _udp_done(
+        self, pending: Pending, upstream: Upstream, outcome: bytes | UpstreamError
+    ) -> None:
+        if isinstance(outcome, UpstreamError):
+            self._failed(pending, upstream, outcome)
+            return
         try:
-            scanned, _upstream = await self.upstreams.resolve(
-                query.upstream_question, query.flags, query.do
+            scanned = usable_answer(outcome, pending.query.upstream_question)
+        except UpstreamError as exc:
+            self._failed(pending, upstream, exc)
+            return
+        if scanned.truncated:
+            self._spawn(self._over_stream(pending, upstream))
+            return
+        self._answered(pending, upstream, scanned)
+
+    async def _over_stream(self, pending: Pending, upstream: Upstream) -> None:
+        try:
+            raw = await upstream.stream.exchange(
+                pending.wire, pending.query.upstream_question, upstream.timeout
             )
-        except AllUpstreamsFailed as exc:
-            log.debug("upstreams failed for %s: %s", query.name_text(), exc)
-            now = int(time.monotonic())
-            stale = self.cache.get_stale(key, now)
-            self._finish(key, stale, stale=stale is not None)
+            scanned = usable_answer(raw, pending.query.upstream_question)
+        except UpstreamError as exc:
+            self._failed(pending, upstream, exc)
             return
-        except Exception:
-            log.exception("resolving %s failed", query.name_text())
-            self._finish(key, None, stale=False)
-            return
-        finally:
-            if timer is not None:
-                timer.cancel()
+        self._answered(pending, upstream, scanned)
+
+    def _failed(self, pending: Pending, upstream: Upstream, error: UpstreamError) -> None:
+        upstream.health.failed(time.monotonic())
+        pending.errors.append(f"{upstream.spec.label}: {error}")
+        self._try_next(pending)
+
+    def _answered(self, pending: Pending, upstream: Upstream, scanned: ScannedResponse) -> None:
+        upstream.health.ok(time.monotonic() - pending.started)
         now = int(time.monotonic())
-        entry = self.cache.put(key, scanned, now)
+        entry = self.cache.put(pending.key, scanned, now)
         if entry is None:
             entry = self.cache.transient(scanned, now)
-        self._finish(key, entry, stale=False)
+        self._finish(pending, entry, stale=False)
 
-    def _answer_stale(self, key: bytes, entry: CacheEntry) -> None:
-        self._finish(key, entry, stale=True)
-        # Later askers of the same question join a fresh wait; the resolution in progress still
-        # refreshes the cache for them.
+    def _give_up(self, pending: Pending) -> None:
+        log.debug(
+            "upstreams failed for %s: %s", pending.query.name_text(), "; ".join(pending.errors)
+        )
+        stale = self.cache.get_stale(pending.key, int(time.monotonic()))
+        self._finish(pending, stale, stale=stale is not None)
 
-    def _finish(self, key: bytes, entry: CacheEntry | None, stale: bool) -> None:
-        waiters = self._in_flight.pop(key, None)
+    def _answer_stale(self, pending: Pending) -> None:
+        # The refresh goes on and lands in the cache; only the clients waiting now are answered.
+        if pending.waiters and pending.stale is not None:
+            self._finish(pending, pending.stale, stale=True)
+
+    def _finish(self, pending: Pending, entry: CacheEntry | None, stale: bool) -> None:
+        if self._in_flight.get(pending.key) is pending:
+            del self._in_flight[pending.key]
+        waiters, pending.waiters = pending.waiters, []
         if not waiters:
             return
         if stale:
@@ -105,10 +171,16 @@ class Forwarder:
         for data, query, client, reply, addr in waiters:
             deliver(data, query, client, reply, addr, entry, stale)
 
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def drain(self, timeout: float) -> None:
         """Wait for questions in flight to be answered (at shutdown)."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while self._in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
 
     async def aclose(self) -> None:
         """Cancel what is still in flight and close the upstream connections."""

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import secrets
+import os
+import random
 import socket
 import ssl
 import struct
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
@@ -42,14 +44,12 @@ _LEN: Final = struct.Struct("!H")
 _DOWN_AFTER: Final = 3
 _BACKOFF_FIRST: Final = 5.0
 _BACKOFF_MAX: Final = 60.0
+# How often a pool looks for queries past their deadline.
+_SWEEP: Final = 0.05
 
 
 class UpstreamError(Exception):
     """One upstream failed to answer usefully."""
-
-
-class AllUpstreamsFailed(Exception):
-    """Every upstream failed; the message lists why, one per upstream."""
 
 
 @dataclass(frozen=True)
@@ -125,59 +125,188 @@ class Health:
         return self.down_until <= now
 
 
-def _random_id() -> int:
-    return secrets.randbits(16)
+class _IdSource:
+    """Query IDs from the kernel's CSPRNG, read in blocks: one syscall per 2048 IDs."""
+
+    def __init__(self) -> None:
+        self._block = b""
+        self._at = 0
+
+    def __call__(self) -> int:
+        at = self._at
+        if at >= len(self._block):
+            self._block = os.urandom(4096)
+            at = 0
+        self._at = at + 2
+        return (self._block[at] << 8) | self._block[at + 1]
 
 
-class UdpClient:
-    """One connected socket per query."""
+_random_id = _IdSource()
 
-    def __init__(self, host: str, port: int, health: Health) -> None:
+# Called once per query sent through a pool: with the raw answer, or with the reason it failed.
+Done = Callable[[bytes | UpstreamError], None]
+
+
+class _PoolSocket:
+    """One connected socket of a pool, with the queries waiting on it by ID."""
+
+    __slots__ = ("fd", "pending", "sock", "uses")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.pending: dict[int, tuple[bytes, Done]] = {}
+        self.uses = 0
+
+
+class UdpPool:
+    """UDP queries to one upstream over a rotating pool of connected sockets.
+
+    Each socket is bound by the kernel to a random port; each query goes out from a socket
+    picked at random, with a random ID, and each socket is retired after ``uses`` queries, so
+    source ports keep changing (RFC 5452) without paying for a socket, a poll registration and a
+    close on every query. Being connected, a socket only hears from the upstream's address; an
+    answer counts only when its ID and question match one in flight. Timeouts are swept every
+    ``_SWEEP`` seconds instead of arming a timer per query.
+    """
+
+    def __init__(
+        self, host: str, port: int, health: Health, timeout: float, size: int = 8, uses: int = 64
+    ) -> None:
         self._addr = (host, port)
         self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._health = health
+        self._timeout = timeout
+        self._size = size
+        self._uses = uses
+        self._active: list[_PoolSocket] = []
+        self._retiring: list[_PoolSocket] = []
+        self._deadlines: deque[tuple[float, _PoolSocket, int]] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sweeping: asyncio.TimerHandle | None = None
+        self._pick = random.Random(os.urandom(16)).randrange
 
-    async def exchange(self, wire: bytes, question: bytes, timeout: float) -> bytes:
-        loop = asyncio.get_running_loop()
+    def send(self, wire: bytes, question: bytes, done: Done) -> None:
+        """Send ``wire`` (its ID is replaced) and call ``done`` once, with the answer or why not."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        try:
+            while len(self._active) < self._size:
+                self._active.append(self._open())
+        except OSError as exc:
+            done(UpstreamError(f"socket error: {exc.strerror or exc}"))
+            return
+        entry = self._active[self._pick(len(self._active))]
+        qid = _random_id()
+        while qid in entry.pending:
+            qid = _random_id()
+        try:
+            entry.sock.send(_LEN.pack(qid) + wire[2:])
+        except OSError as exc:
+            self._retire(entry)
+            done(UpstreamError(f"socket error: {exc.strerror or exc}"))
+            return
+        entry.pending[qid] = (question, done)
+        self._deadlines.append((time.monotonic() + self._timeout, entry, qid))
+        if self._sweeping is None:
+            self._sweeping = self._loop.call_later(_SWEEP, self._sweep)
+        entry.uses += 1
+        if entry.uses >= self._uses:
+            self._retire(entry)
+
+    def _open(self) -> _PoolSocket:
         sock = socket.socket(self._family, socket.SOCK_DGRAM)
-        fd = sock.fileno()
-        done: asyncio.Future[bytes] = loop.create_future()
-        qid = wire[:2]
-        qlen = len(question)
-        health = self._health
-
-        def readable() -> None:
-            while not done.done():
-                try:
-                    data = sock.recv(65535)
-                except BlockingIOError:
-                    return
-                except OSError as exc:  # ICMP port unreachable and the like
-                    done.set_exception(UpstreamError(f"socket error: {exc.strerror or exc}"))
-                    return
-                # Case may differ if the upstream plays with 0x20; compare the name lowercased.
-                q = data[12 : 12 + qlen]
-                if data[:2] == qid and (q == question or q[:-4].lower() + q[-4:] == question):
-                    done.set_result(data)
-                    return
-                health.mismatched += 1
-
         try:
             sock.setblocking(False)
-            sock.connect(self._addr)
-            loop.add_reader(fd, readable)
-            try:
-                sock.send(wire)
-                async with asyncio.timeout(timeout):
-                    return await done
-            finally:
-                loop.remove_reader(fd)
-        except TimeoutError:
-            raise UpstreamError("timed out") from None
-        except OSError as exc:
-            raise UpstreamError(f"socket error: {exc.strerror or exc}") from None
-        finally:
+            sock.connect(self._addr)  # the kernel binds a random ephemeral port
+        except OSError:
             sock.close()
+            raise
+        entry = _PoolSocket(sock)
+        assert self._loop is not None
+        self._loop.add_reader(entry.fd, self._readable, entry)
+        return entry
+
+    def _retire(self, entry: _PoolSocket) -> None:
+        """Take ``entry`` out of use; it closes once its queries are answered or timed out."""
+        if entry in self._active:
+            self._active.remove(entry)
+            self._retiring.append(entry)
+        self._close_if_idle(entry)
+
+    def _close_if_idle(self, entry: _PoolSocket) -> None:
+        if not entry.pending and entry in self._retiring:
+            self._retiring.remove(entry)
+            self._close(entry)
+
+    def _close(self, entry: _PoolSocket) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(entry.fd)
+        entry.sock.close()
+
+    def _readable(self, entry: _PoolSocket) -> None:
+        recv = entry.sock.recv
+        pending = entry.pending
+        health = self._health
+        for _ in range(64):
+            try:
+                data = recv(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # ICMP port unreachable and the like: fails what is waiting
+                self._fail_all(entry, UpstreamError(f"socket error: {exc.strerror or exc}"))
+                break
+            if len(data) < 12:
+                health.mismatched += 1
+                continue
+            waiting = pending.get((data[0] << 8) | data[1])
+            if waiting is None:
+                health.mismatched += 1
+                continue
+            question, done = waiting
+            # Case may differ if the upstream plays with 0x20; compare the name lowercased.
+            q = data[12 : 12 + len(question)]
+            if q != question and q[:-4].lower() + q[-4:] != question:
+                health.mismatched += 1
+                continue
+            del pending[(data[0] << 8) | data[1]]
+            done(data)
+        self._close_if_idle(entry)
+
+    def _fail_all(self, entry: _PoolSocket, error: UpstreamError) -> None:
+        waiting = list(entry.pending.values())
+        entry.pending.clear()
+        self._retire(entry)
+        for _question, done in waiting:
+            done(error)
+
+    def _sweep(self) -> None:
+        self._sweeping = None
+        now = time.monotonic()
+        deadlines = self._deadlines
+        # Every query to this upstream has the same timeout, so deadlines come in order.
+        while deadlines and deadlines[0][0] <= now:
+            _deadline, entry, qid = deadlines.popleft()
+            waiting = entry.pending.pop(qid, None)
+            if waiting is not None:
+                waiting[1](UpstreamError("timed out"))
+                self._close_if_idle(entry)
+        if deadlines and self._loop is not None:
+            self._sweeping = self._loop.call_later(_SWEEP, self._sweep)
+
+    def close(self) -> None:
+        if self._sweeping is not None:
+            self._sweeping.cancel()
+            self._sweeping = None
+        for entry in self._active + self._retiring:
+            waiting = list(entry.pending.values())
+            entry.pending.clear()
+            self._close(entry)
+            for _question, done in waiting:
+                done(UpstreamError("closed"))
+        self._active.clear()
+        self._retiring.clear()
+        self._deadlines.clear()
 
 
 class _Connection:
@@ -359,7 +488,7 @@ class StreamClient:
 
 
 class Upstream:
-    """One configured upstream: its transport(s) and its health."""
+    """One configured upstream: its transports and its health."""
 
     def __init__(
         self, spec: UpstreamSpec, timeout: float, tls_context: ssl.SSLContext | None = None
@@ -370,34 +499,34 @@ class Upstream:
         tls = None
         if spec.scheme == "tls":
             tls = tls_context or ssl.create_default_context()
-        self._udp = UdpClient(spec.host, spec.port, self.health) if spec.scheme == "udp" else None
-        self._stream = StreamClient(spec.host, spec.port, self.health, tls, spec.tls_name)
+        self.udp = (
+            UdpPool(spec.host, spec.port, self.health, timeout) if spec.scheme == "udp" else None
+        )
+        # TCP is this upstream's transport for tcp:// and tls://, and the retry for a truncated
+        # UDP answer.
+        self.stream = StreamClient(spec.host, spec.port, self.health, tls, spec.tls_name)
 
-    async def query(self, question: bytes, flags: int, do: bool) -> ScannedResponse:
-        """Ask this upstream; raise ``UpstreamError`` for anything that is not a usable answer."""
-        wire = build_query(_random_id(), question, flags, do)
-        if self._udp is not None:
-            raw = await self._udp.exchange(wire, question, self.timeout)
-            scanned = _scan(raw, question)
-            if scanned.truncated:
-                raw = await self._stream.exchange(wire, question, self.timeout)
-                scanned = _scan(raw, question)
-        else:
-            raw = await self._stream.exchange(wire, question, self.timeout)
-            scanned = _scan(raw, question)
-        if scanned.rcode in _FAILURE_RCODES:
-            raise UpstreamError(f"answered rcode {scanned.rcode}")
-        return scanned
+    def query_wire(self, question: bytes, flags: int, do: bool) -> bytes:
+        return build_query(0, question, flags, do)
 
     async def aclose(self) -> None:
-        await self._stream.aclose()
+        if self.udp is not None:
+            self.udp.close()
+        await self.stream.aclose()
 
 
-def _scan(raw: bytes, question: bytes) -> ScannedResponse:
+def usable_answer(raw: bytes, question: bytes) -> ScannedResponse:
+    """Scan an upstream's answer; ``UpstreamError`` if it is malformed or a failure to answer.
+
+    A truncated answer is returned as it is: the caller asks again over TCP.
+    """
     try:
-        return scan_response(raw, question)
+        scanned = scan_response(raw, question)
     except MalformedResponse as exc:
         raise UpstreamError(f"malformed answer: {exc}") from None
+    if scanned.rcode in _FAILURE_RCODES and not scanned.truncated:
+        raise UpstreamError(f"answered rcode {scanned.rcode}")
+    return scanned
 
 
 class UpstreamGroup:
@@ -408,28 +537,11 @@ class UpstreamGroup:
             raise ValueError("at least one upstream is needed")
         self.upstreams = tuple(upstreams)
 
-    def _order(self, now: float) -> list[Upstream]:
+    def order(self, now: float) -> list[Upstream]:
         up = [u for u in self.upstreams if u.health.is_up(now)]
-        down = [u for u in self.upstreams if not u.health.is_up(now)]
-        return up + down
-
-    async def resolve(
-        self, question: bytes, flags: int, do: bool
-    ) -> tuple[ScannedResponse, Upstream]:
-        errors = []
-        for upstream in self._order(time.monotonic()):
-            health = upstream.health
-            health.queries += 1
-            started = time.monotonic()
-            try:
-                scanned = await upstream.query(question, flags, do)
-            except UpstreamError as exc:
-                health.failed(time.monotonic())
-                errors.append(f"{upstream.spec.label}: {exc}")
-                continue
-            health.ok(time.monotonic() - started)
-            return scanned, upstream
-        raise AllUpstreamsFailed("; ".join(errors))
+        if len(up) == len(self.upstreams):
+            return up
+        return up + [u for u in self.upstreams if not u.health.is_up(now)]
 
     async def aclose(self) -> None:
         for upstream in self.upstreams:

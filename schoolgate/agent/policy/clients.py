@@ -50,15 +50,16 @@ class ClientIdentifier:
         self._v4 = tuple(n for n in networks if n.version == 4)
         self._v6 = tuple(n for n in networks if n.version == 6)
         self._default = default_group
-        self._memo: dict[str, Client | None] = {}
+        # Address -> client, or None for an address to refuse; read directly by the query path.
+        self.memo: dict[str, Client | None] = {}
 
     def identify(self, address: str) -> Client | None:
         try:
-            return self._memo[address]
+            return self.memo[address]
         except KeyError:
             pass
         client = self._lookup(address)
-        memo = self._memo
+        memo = self.memo
         if len(memo) >= _MEMO_LIMIT:
             memo.clear()  # a scan from many addresses must not grow memory without bound
         memo[address] = client
