@@ -260,6 +260,7 @@ class Agent:
         self.tcp: TcpServer | None = None
         self.pipeline: Pipeline | None = None
         self.addresses: list[tuple[str, int]] = []
+        self._bound = self.config.listen  # as configured when the sockets were opened
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
@@ -356,8 +357,12 @@ class Agent:
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
             return False
-        if config.listen != self.config.listen:
-            log.warning("listen addresses changed; that takes a restart, the old ones stay")
+        if config.listen != self._bound:
+            log.warning(
+                "listen addresses in the configuration differ from those in use; that takes a"
+                " restart, the agent keeps listening on %s",
+                ", ".join(f"{h}:{p}" for h, p in self._bound),
+            )
         try:
             lists = await self._lists(config, first=False)
         except (BuildError, CompiledListError) as exc:
@@ -393,6 +398,16 @@ class Agent:
             await self.tcp.close(grace=0.5)
         if self.pipeline is not None:
             await self.pipeline.forwarder.aclose()
+            for upstream in self.pipeline.forwarder.upstreams.upstreams:
+                h = upstream.health
+                log.info(
+                    "upstream %s: %d queries, %d failures, %d answers ignored for a wrong ID or"
+                    " question",
+                    upstream.spec.label,
+                    h.queries,
+                    h.failures,
+                    h.mismatched,
+                )
         log.info("stopped; counters: %s", self.counters.snapshot())
 
     def request_stop(self) -> None:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,9 @@ from schoolgate import __version__
 from schoolgate.agent import config as config_mod
 from schoolgate.agent.app import Agent, StartupError, block_settings, list_sources
 from schoolgate.agent.config import AgentConfig, ConfigError, parse_address
+from schoolgate.agent.dns.synth import BlockResponse, BlockSettings
 from schoolgate.agent.dns.upstream import parse_upstream
-from schoolgate.agent.dns.wire import Query, parse_query, text_to_wire
+from schoolgate.agent.dns.wire import TYPE_A, TYPE_AAAA, Query, parse_query, text_to_wire
 from schoolgate.agent.filter.compiled import CompiledListError, CompiledLists
 from schoolgate.agent.filter.names import InvalidName, normalize
 from schoolgate.agent.filter.sources import BuildError
@@ -176,13 +178,16 @@ def _install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def _open_lists(config: AgentConfig) -> CompiledLists:
-    store = ListStore(config.state_dir)
+def _open_lists(config: AgentConfig, scratch: Path) -> tuple[CompiledLists, bool]:
+    """The agent's current build if it matches the configuration, else a fresh one in
+    ``scratch``: ``check`` never changes what a running agent has on disk. The flag says
+    which."""
     sources = list_sources(config)
-    lists = store.open_current(sources)
-    if lists is None:
-        lists, _report = asyncio.run(store.compile(sources))
-    return lists
+    lists = ListStore(config.state_dir).open_current(sources)
+    if lists is not None:
+        return lists, False
+    lists, _report = asyncio.run(ListStore(scratch).compile(sources))
+    return lists, True
 
 
 def _check(config: AgentConfig, name: str, client_ip: str, qtype_name: str) -> int:
@@ -205,22 +210,40 @@ def _check(config: AgentConfig, name: str, client_ip: str, qtype_name: str) -> i
         print("decision: refused (the agent is not an open resolver)")
         return 0
     print(f"client:   {client.address} (group {client.group.name})")
-    lists = _open_lists(config)
-    decider = Decider(lists)
-    decision = decider.explain(query.qname, query.labels)
-    print(f"decision: {decision.action.value}")
-    if decision.blocked:
-        settings = block_settings(config)
-        print(f"category: {decision.category}")
-        print(f"entry:    {decision.entry}")
-        for source in lists.sources:
-            if source.name in decision.lists:
-                print(f"list:     {source.name} ({source.origin})")
-        print(f"answer:   {settings.response.value} (block TTL {settings.ttl} s)")
-    else:
-        print(f"reason:   {decision.rule}")
-    print(f"lists:    build {lists.build_id}, {lists.count} names")
+    with tempfile.TemporaryDirectory(prefix="schoolgate-check-") as scratch:
+        lists, fresh = _open_lists(config, Path(scratch))
+        decision = Decider(lists).explain(query.qname, query.labels)
+        print(f"decision: {decision.action.value}")
+        if decision.blocked:
+            print(f"category: {decision.category}")
+            print(f"entry:    {decision.entry}")
+            for source in lists.sources:
+                if source.name in decision.lists:
+                    print(f"list:     {source.name} ({source.origin})")
+            print(f"answer:   {_blocked_answer(block_settings(config), qtype)}")
+        else:
+            print(f"reason:   {decision.rule}")
+        where = "compiled for this check: the agent's build is older" if fresh else "in service"
+        print(f"lists:    build {lists.build_id}, {lists.count} names ({where})")
+        lists.close()
     return 0
+
+
+def _blocked_answer(settings: BlockSettings, qtype: int) -> str:
+    """What a client asking ``qtype`` gets for a blocked name, in words."""
+    ttl = f"TTL {settings.ttl} s"
+    if settings.response is BlockResponse.NXDOMAIN:
+        return f"NXDOMAIN ({ttl})"
+    addresses: tuple[str, ...] = ()
+    if qtype == TYPE_A:
+        addresses = (
+            ("0.0.0.0",) if settings.response is BlockResponse.NULL else settings.blockpage_ipv4
+        )
+    elif qtype == TYPE_AAAA:
+        addresses = ("::",) if settings.response is BlockResponse.NULL else settings.blockpage_ipv6
+    if addresses:
+        return f"{', '.join(addresses)} ({ttl})"
+    return f"NODATA: no records of this type, with an SOA ({ttl})"
 
 
 def _qtype(name: str) -> int | None:
@@ -243,10 +266,14 @@ def _synthetic_query(name: str, qtype: int) -> Query:
 
 def _compile(config: AgentConfig) -> int:
     # The same worker process the agent uses, so what is printed is what the agent would serve.
-    lists, report = asyncio.run(ListStore(config.state_dir).compile(list_sources(config)))
+    store = ListStore(config.state_dir)
+    lists, report = asyncio.run(store.compile(list_sources(config)))
     for line in report:
         print(line)
-    print(f"build {lists.build_id} is now current")
+    print(
+        f"build {lists.build_id} is now current in {store.dir}; a running agent serves it"
+        " after a reload (SIGHUP) or restart"
+    )
     return 0
 
 

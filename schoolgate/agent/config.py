@@ -345,8 +345,9 @@ def _positive(fail: Any, key: str, value: float) -> None:
 
 
 def _resolve(base: Path, value: str) -> Path:
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else (base / path)
+    # Absolute, so a build made with "--config agent.toml" is recognised when the service runs
+    # with "--config /etc/schoolgate/agent.toml".
+    return (base / Path(value).expanduser()).absolute()
 
 
 def parse_address(text: str) -> tuple[str, int]:

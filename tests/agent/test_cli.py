@@ -200,3 +200,22 @@ def test_dig_as_a_client(tmp_path: Path, upstream: FakeUpstream) -> None:
         assert "192.0.2.1" in allowed
         # dig sends a DNS cookie by default: an OPT with options is a normal query.
         assert "status: NOERROR" in allowed
+
+
+def test_check_never_changes_the_state_directory(tmp_path: Path) -> None:
+    adult = tmp_path / "adult.txt"
+    adult.write_text("example.com\n", encoding="utf-8")
+    state = tmp_path / "state"
+    result = cli("check", "example.com", "--list", f"adult={adult}", state=state)
+    assert "decision: block" in result.stdout
+    assert "compiled for this check" in result.stdout
+    assert not state.exists()
+
+
+def test_check_names_the_answer_each_record_type_gets(tmp_path: Path) -> None:
+    state = tmp_path / "s"
+    assert "answer:   0.0.0.0 (TTL 60 s)" in cli("check", "dns.google", state=state).stdout
+    aaaa = cli("check", "dns.google", "--type", "AAAA", state=state).stdout
+    assert "answer:   :: (TTL 60 s)" in aaaa
+    https = cli("check", "dns.google", "--type", "HTTPS", state=state).stdout
+    assert "answer:   NODATA" in https

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
 import time
@@ -408,6 +409,25 @@ def test_failover_and_health(make_agent: AgentFactory, upstream: FakeUpstream) -
         assert health.down_until > 0
     finally:
         dead.stop()
+
+
+def test_upstream_trouble_is_logged(
+    make_agent: AgentFactory, upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    upstream.behaviour.silent = True
+    agent = make_agent()
+    with caplog.at_level(logging.WARNING, logger="schoolgate.agent.dns.forward"):
+        for i in range(3):
+            assert ask(agent, f"log{i}.example.org").rcode() == dns.rcode.SERVFAIL
+        upstream.behaviour.silent = False
+        time.sleep(5.1)  # the back-off after three failures in a row
+        assert addresses(ask(agent, "back.example.org")) == ["192.0.2.1"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(
+        "every upstream failed for log0.example.org., answered SERVFAIL" in m for m in messages
+    )
+    assert any("failed 3 times in a row (last: timed out)" in m for m in messages)
+    assert any(m.endswith("answers again") for m in messages)
 
 
 def test_answers_with_wrong_id_or_question_are_ignored(

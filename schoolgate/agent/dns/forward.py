@@ -33,6 +33,8 @@ from schoolgate.agent.stats import Counters
 
 log = logging.getLogger(__name__)
 
+_GIVE_UP_LOG_INTERVAL = 10.0
+
 Waiter = tuple[bytes, Query, Any, Reply, Address]
 # Called for each waiter with the entry to answer from (None: SERVFAIL) and whether it is stale.
 Deliver = Callable[[bytes, Query, Any, Reply, Address, CacheEntry | None, bool], None]
@@ -70,6 +72,8 @@ class Forwarder:
         self._counters = counters
         self._stale_after = stale_answer_after
         self._in_flight: dict[bytes, Pending] = {}
+        self._last_give_up_log = -_GIVE_UP_LOG_INTERVAL
+        self._give_ups_not_logged = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     def forward(self, data: bytes, query: Query, client: Any, reply: Reply, addr: Address) -> None:
@@ -133,12 +137,21 @@ class Forwarder:
         self._answered(pending, upstream, scanned)
 
     def _failed(self, pending: Pending, upstream: Upstream, error: UpstreamError) -> None:
-        upstream.health.failed(time.monotonic())
+        skipped_for = upstream.health.failed(time.monotonic())
+        if skipped_for:
+            log.warning(
+                "upstream %s failed %d times in a row (last: %s); others are tried first for %g s",
+                upstream.spec.label,
+                upstream.health.consecutive_failures,
+                error,
+                skipped_for,
+            )
         pending.errors.append(f"{upstream.spec.label}: {error}")
         self._try_next(pending)
 
     def _answered(self, pending: Pending, upstream: Upstream, scanned: ScannedResponse) -> None:
-        upstream.health.ok(time.monotonic() - pending.started)
+        if upstream.health.ok(time.monotonic() - pending.started):
+            log.warning("upstream %s answers again", upstream.spec.label)
         now = int(time.monotonic())
         entry = self.cache.put(pending.key, scanned, now)
         if entry is None:
@@ -146,10 +159,21 @@ class Forwarder:
         self._finish(pending, entry, stale=False)
 
     def _give_up(self, pending: Pending) -> None:
-        log.debug(
-            "upstreams failed for %s: %s", pending.query.name_text(), "; ".join(pending.errors)
-        )
         stale = self.cache.get_stale(pending.key, int(time.monotonic()))
+        now = time.monotonic()
+        if now - self._last_give_up_log >= _GIVE_UP_LOG_INTERVAL:
+            # Rate-limited: when the school's internet link is down this is every query.
+            log.warning(
+                "every upstream failed for %s, answered %s (%s); %d more like it not logged",
+                pending.query.name_text(),
+                "from the stale cache" if stale is not None else "SERVFAIL",
+                "; ".join(pending.errors),
+                self._give_ups_not_logged,
+            )
+            self._last_give_up_log = now
+            self._give_ups_not_logged = 0
+        else:
+            self._give_ups_not_logged += 1
         self._finish(pending, stale, stale=stale is not None)
 
     def _answer_stale(self, pending: Pending) -> None:

@@ -65,7 +65,8 @@ class UpstreamSpec:
     @property
     def label(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
+        name = f"#{self.tls_name}" if self.tls_name else ""
+        return f"{self.scheme}://{host}:{self.port}{name}"
 
 
 def parse_upstream(url: str) -> UpstreamSpec:
@@ -109,17 +110,23 @@ class Health:
         self.srtt = 0.0
         self.mismatched = 0
 
-    def ok(self, rtt: float) -> None:
+    def ok(self, rtt: float) -> bool:
+        """Record an answer; True when this ends a run of failures that marked it down."""
+        recovered = self.consecutive_failures >= _DOWN_AFTER
         self.consecutive_failures = 0
         self.down_until = 0.0
         self.srtt = rtt if not self.srtt else self.srtt * 0.8 + rtt * 0.2
+        return recovered
 
-    def failed(self, now: float) -> None:
+    def failed(self, now: float) -> float:
+        """Record a failure; the seconds it is now skipped for when this marks it down, else 0."""
         self.failures += 1
         self.consecutive_failures += 1
-        if self.consecutive_failures >= _DOWN_AFTER:
-            backoff = _BACKOFF_FIRST * 2 ** (self.consecutive_failures - _DOWN_AFTER)
-            self.down_until = now + min(backoff, _BACKOFF_MAX)
+        if self.consecutive_failures < _DOWN_AFTER:
+            return 0.0
+        backoff = min(_BACKOFF_FIRST * 2 ** (self.consecutive_failures - _DOWN_AFTER), _BACKOFF_MAX)
+        self.down_until = now + backoff
+        return backoff if self.consecutive_failures == _DOWN_AFTER else 0.0
 
     def is_up(self, now: float) -> bool:
         return self.down_until <= now

@@ -36,7 +36,7 @@ import xxhash
 from schoolgate.agent.filter.names import fingerprint
 
 MAGIC: Final = b"SGLIST\r\n"
-VERSION: Final = 1
+VERSION: Final = 2  # 1 had a bucket table where 2 has the bit filter
 HEADER: Final = struct.Struct("<8sIIQIIQQ16x")
 assert HEADER.size == 64
 
@@ -113,6 +113,7 @@ class CompiledLists:
         if version != VERSION:
             raise CompiledListError(
                 f"{path}: format version {version}, this agent reads version {VERSION}"
+                " (made by another version of schoolgate; it will be rebuilt)"
             )
         if header_size != HEADER.size or filter_bits != filter_bits_for(count):
             raise CompiledListError(f"{path}: corrupt header")

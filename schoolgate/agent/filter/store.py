@@ -35,7 +35,7 @@ class ListStore:
             lists = CompiledLists(self.current)
         except CompiledListError as exc:
             if self.current.exists():
-                log.warning("compiled lists not usable, rebuilding: %s", exc)
+                log.warning("compiled lists not usable, a new build is needed: %s", exc)
             return None
         if is_current(lists, sources):
             return lists
