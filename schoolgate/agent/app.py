@@ -69,7 +69,7 @@ from schoolgate.agent.stats import Counters
 
 log = logging.getLogger(__name__)
 
-_PARSED_LIMIT = 50_000
+_PARSED_LIMIT = 20_000
 _UNKNOWN: Any = object()
 
 

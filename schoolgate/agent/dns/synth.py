@@ -31,7 +31,7 @@ from schoolgate.agent.policy.decision import Decision
 
 EDE_BLOCKED: Final = 15
 EDE_FILTERED: Final = 17
-_MEMO_LIMIT: Final = 50_000
+_MEMO_LIMIT: Final = 10_000
 # RFC 6761 reserves .invalid; the SOA of a synthetic answer must not point anywhere real.
 _SOA_MNAME: Final = "blocked.invalid."
 _SOA_RNAME: Final = "hostmaster.blocked.invalid."

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -58,8 +58,20 @@ def read_source(source: ListSource) -> tuple[np.ndarray[Any, np.dtype[np.uint64]
         if fmt is ListFormat.AUTO:
             fmt = detect_format(head)
         names = parse_lines(itertools.chain(head, text), fmt, report)
-        prints = np.fromiter((fingerprint(to_wire(n)) for n in names), dtype=np.uint64)
+        counted = _label_counted(names, report)
+        prints = np.fromiter((fingerprint(to_wire(n)) for n in counted), np.uint64)
     return prints, SourceResult(source, report, digest.hexdigest())
+
+
+def _label_counted(names: Iterator[str], report: ParseReport) -> Iterator[str]:
+    """Pass names through, noting the fewest and most labels among them in ``report``."""
+    fewest, most = report.fewest_labels, report.most_labels
+    for name in names:
+        labels = name.count(".") + 1
+        fewest = min(fewest, labels)
+        most = max(most, labels)
+        yield name
+    report.fewest_labels, report.most_labels = fewest, most
 
 
 class _Digesting(io.RawIOBase):
@@ -121,6 +133,8 @@ def build(sources: Sequence[ListSource], out: Path) -> BuildResult:
             for r in results
         ],
         "stamps": [s.stamp() for s in sources],
+        # Lookups only probe suffixes with as many labels as some entry has.
+        "labels": _label_range(results),
     }
     size = write_compiled(
         out,
@@ -138,6 +152,13 @@ def build(sources: Sequence[ListSource], out: Path) -> BuildResult:
         build_id=str(meta["build_id"]),
         sources=results,
     )
+
+
+def _label_range(results: Sequence[SourceResult]) -> list[int]:
+    counted = [r.report for r in results if r.report.entries]
+    if not counted:
+        return [0, 0]
+    return [min(r.fewest_labels for r in counted), max(r.most_labels for r in counted)]
 
 
 def _merge(

@@ -157,6 +157,18 @@ class CompiledLists:
             masks.append(mask)
         self._set_masks = tuple(masks)
         self.build_id: str = meta["build_id"]
+        fewest, most = meta["labels"]
+        self._fewest_labels: int = int(fewest)
+        self._most_labels: int = int(most)
+
+    def _window(self, labels: list[int]) -> list[int]:
+        """The suffixes worth probing: those with as many labels as some entry has."""
+        n = len(labels)
+        first = n - self._most_labels
+        stop = n - self._fewest_labels + 1
+        if first <= 0 and stop >= n:
+            return labels
+        return labels[max(first, 0) : max(stop, 0)]
 
     def lookup(self, qname: bytes, labels: list[int]) -> int:
         """Category bits of every entry covering ``qname`` (lowercased wire form); 0 for none.
@@ -167,7 +179,7 @@ class CompiledLists:
         m = self._filter_bits
         prints = self._prints
         mask = 0
-        for off in labels:
+        for off in self._window(labels):
             fp = fingerprint(qname[off:])
             bit = fp % m
             if filt[bit >> 3] >> (bit & 7) & 1:
@@ -182,7 +194,7 @@ class CompiledLists:
         The slow, explaining twin of ``lookup``, for ``check`` and decision reasons.
         """
         found = []
-        for off in labels:
+        for off in self._window(labels):
             fp = fingerprint(qname[off:])
             i = bisect_left(self._prints, fp)
             if i < self.count and self._prints[i] == fp:

@@ -58,6 +58,8 @@ class ParseReport:
     skipped: int = 0
     format: ListFormat = ListFormat.AUTO
     examples: list[str] = field(default_factory=list)
+    fewest_labels: int = 255
+    most_labels: int = 0
 
     def note(self, lineno: int, line: str, reason: str) -> None:
         if len(self.examples) < _EXAMPLES_KEPT:

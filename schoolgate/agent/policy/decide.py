@@ -15,7 +15,7 @@ from schoolgate.agent.filter.compiled import CompiledLists
 from schoolgate.agent.policy.clients import Group
 from schoolgate.agent.policy.decision import ALLOWED, Action, Decision
 
-_MEMO_LIMIT: Final = 100_000
+_MEMO_LIMIT: Final = 20_000
 
 
 class Decider:

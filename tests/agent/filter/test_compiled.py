@@ -87,6 +87,35 @@ def two_categories(tmp_path: Path, open_lists: Opener) -> CompiledLists:
 # --- matching ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("entries", "matching", "not_matching"),
+    [
+        # Only two-label entries: the TLD and the long suffixes are never probed, yet deep
+        # names below an entry still match.
+        ("example.com\n", ["example.com", "a.b.c.d.e.f.example.com"], ["com", "other.com"]),
+        # A bare TLD entry widens the window down to one label.
+        ("zip\nexample.com\n", ["zip", "foo.zip", "x.example.com"], ["com", "zipper"]),
+        # A deep entry widens it up: its name and names below it match, its parents do not.
+        (
+            "a.b.c.d.e.example\n",
+            ["a.b.c.d.e.example", "x.y.a.b.c.d.e.example"],
+            ["b.c.d.e.example"],
+        ),
+    ],
+)
+def test_probes_are_limited_to_label_counts_entries_have(
+    tmp_path: Path, open_lists: Opener, entries: str, matching: list[str], not_matching: list[str]
+) -> None:
+    out = tmp_path / "out.sgl"
+    build([make_source(tmp_path, "l", "adult", entries, ListFormat.DOMAINS)], out)
+    lists = open_lists(out)
+    for name in matching:
+        assert covers(lists, name) == 1, name
+        assert lists.matches(text_to_wire(name), name_labels(text_to_wire(name))), name
+    for name in not_matching:
+        assert covers(lists, name) == 0, name
+
+
 def test_an_entry_matches_its_name_and_every_name_below_it(two_categories: CompiledLists) -> None:
     adult = 1 << two_categories.categories.index("adult")
     for name in ("ads.example.com", "x.ads.example.com", "a.b.c.ads.example.com"):
