@@ -636,6 +636,7 @@ def test_opt_outside_the_additional_section_is_refused() -> None:
     ("rcode", "with_answer", "soa_ttl", "minimum", "expected"),
     [
         pytest.param(NXDOMAIN, False, 900, 300, 300, id="nxdomain-minimum-smaller"),
+        pytest.param(NXDOMAIN, False, 900, 2**31, 0, id="minimum-with-top-bit-is-zero"),
         pytest.param(NXDOMAIN, False, 60, 300, 60, id="nxdomain-ttl-smaller"),
         pytest.param(NOERROR, False, 120, 3600, 120, id="nodata-ttl-smaller"),
         pytest.param(NOERROR, False, 3600, 5, 5, id="nodata-minimum-smaller"),
@@ -1194,7 +1195,9 @@ def test_scan_and_patch_keep_every_record(
     assert s.cnames == [text_to_wire(str(rr.rdata)) for rr in answers if rr.rtype == QTYPE.CNAME]
     if rcode_out == NXDOMAIN or (rcode_out == NOERROR and not answers):
         soas = [rr for rr in authority if rr.rtype == QTYPE.SOA]
-        expected = min(soas[-1].ttl, soas[-1].rdata.times[4]) if soas else None
+        # MINIMUM is a TTL (RFC 2308 5), so RFC 2181 8 applies: top bit set means zero.
+        minimum = soas[-1].rdata.times[4] if soas else 0
+        expected = min(soas[-1].ttl, minimum if minimum < 2**31 else 0) if soas else None
         assert s.negative_ttl == expected
     else:
         assert s.negative_ttl is None
