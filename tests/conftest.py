@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from tests.support.agent import AgentThread, write_config
+from tests.support.upstream import FakeUpstream
+
 # CI must be repeatable: the same examples every run. Elsewhere hypothesis explores anew each
 # time, which is how new cases are found.
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
-
-from tests.support.agent import AgentThread, write_config
-from tests.support.upstream import FakeUpstream
 
 AgentFactory = Callable[..., AgentThread]
 
