@@ -54,6 +54,7 @@ from schoolgate.agent.dns.wire import (
     SERVFAIL,
     MalformedQuery,
     Query,
+    ede_option,
     error_for,
     header_response,
     parse_query,
@@ -71,6 +72,8 @@ log = logging.getLogger(__name__)
 
 _PARSED_LIMIT = 20_000
 _UNKNOWN: Any = object()
+# RFC 8914 18, Prohibited: the annotation a resolver gives a client it does not serve.
+_PROHIBITED = ede_option(18, "not a client of this school's resolver")
 
 
 class StartupError(Exception):
@@ -195,12 +198,13 @@ def build_pipeline(
 
     def handle(data: bytes, addr: Address, reply: Reply) -> bytes | None:
         try:
-            query = parsed.get(data[2:])
+            tail = data[2:]
+            query = parsed.get(tail)
             if query is None:
                 query = parse_query(data)
                 if len(parsed) >= _PARSED_LIMIT:
                     parsed.clear()
-                parsed[data[2:]] = query
+                parsed[tail] = query
             # 1. identify: refuse outsiders before doing any work for them. The memo lookups of
             # identify and decide are inlined here; the methods fill the memos on a miss.
             client = known_clients.get(addr[0], _UNKNOWN)
@@ -208,7 +212,7 @@ def build_pipeline(
                 client = identify(addr[0])
             if client is None:
                 counters.refused += 1
-                return header_response(data, query, REFUSED)
+                return header_response(data, query, REFUSED, _PROHIBITED)
             key = query.key
             if key[-2] != CLASS_IN or key[-3]:
                 counters.other_class += 1

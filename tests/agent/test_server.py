@@ -134,10 +134,11 @@ def test_do_bit_is_part_of_the_cache_key(make_agent: AgentFactory, upstream: Fak
 
 def test_refused_outside_client_networks(make_agent: AgentFactory, upstream: FakeUpstream) -> None:
     agent = make_agent(networks='"127.0.0.2/32"')
-    refused = ask(agent, "www.example.org", source="127.0.0.1")
+    refused = ask(agent, "www.example.org", source="127.0.0.1", use_edns=0)
     allowed = ask(agent, "www.example.org", source="127.0.0.2")
     assert refused.rcode() == dns.rcode.REFUSED
     assert not refused.answer
+    assert ede(refused) == [(18, "not a client of this school's resolver")]
     assert addresses(allowed) == ["192.0.2.1"]
     assert len(upstream.seen) == 1
 

@@ -31,7 +31,6 @@ from schoolgate.agent.dns.wire import (
     SERVFAIL,
     MalformedResponse,
     ScannedResponse,
-    build_query,
     scan_response,
 )
 
@@ -512,9 +511,6 @@ class Upstream:
         # TCP is this upstream's transport for tcp:// and tls://, and the retry for a truncated
         # UDP answer.
         self.stream = StreamClient(spec.host, spec.port, self.health, tls, spec.tls_name)
-
-    def query_wire(self, question: bytes, flags: int, do: bool) -> bytes:
-        return build_query(0, question, flags, do)
 
     async def aclose(self) -> None:
         if self.udp is not None:

@@ -237,7 +237,10 @@ OPT_DO: Final = opt_record(True)
 
 
 def header_response(data: bytes, query: Query, rcode: int, options: bytes = b"") -> bytes:
-    """The answer to datagram ``data`` with the question and no records: REFUSED, SERVFAIL."""
+    """The answer to datagram ``data`` with the question and no records: REFUSED, SERVFAIL.
+
+    ``options`` (an Extended DNS Error, say) go in the OPT record when the client sent one.
+    """
     flags = QR | (query.flags & (RD | CD | OPCODE_MASK)) | RA | (rcode & 0xF)
     opt = opt_record(query.do, options, rcode=rcode) if query.udp_size else b""
     return data[:2] + _FLAGS_COUNTS.pack(flags, 1, 0, 0, 1 if opt else 0) + query.question + opt
@@ -427,7 +430,8 @@ def scan_response(msg: bytes, question: bytes) -> ScannedResponse:
                 if section != 2 or cut != size:
                     raise MalformedResponse("OPT outside the additional section, or twice")
                 out.rcode |= (ttl >> 24) << 4
-                out.ede = _find_ede(msg, rdata, end)
+                if rdlen:
+                    out.ede = _find_ede(msg, rdata, end)
                 # The body ends here: additional records after an OPT (there rarely are any)
                 # are dropped with it, because cutting the OPT out of their middle would break
                 # compression pointers into them. Additional data is optional anyway.
