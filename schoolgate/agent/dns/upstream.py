@@ -187,7 +187,7 @@ class UdpPool:
         self._uses = uses
         self._active: list[_PoolSocket] = []
         self._retiring: list[_PoolSocket] = []
-        self._deadlines: deque[tuple[float, _PoolSocket, int]] = deque()
+        self._deadlines: deque[tuple[float, _PoolSocket, int, Done]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeping: asyncio.TimerHandle | None = None
         self._pick = random.Random(os.urandom(16)).randrange
@@ -213,7 +213,7 @@ class UdpPool:
             done(UpstreamError(f"socket error: {exc.strerror or exc}"))
             return
         entry.pending[qid] = (question, done)
-        self._deadlines.append((time.monotonic() + self._timeout, entry, qid))
+        self._deadlines.append((time.monotonic() + self._timeout, entry, qid, done))
         if self._sweeping is None:
             self._sweeping = self._loop.call_later(_SWEEP, self._sweep)
         entry.uses += 1
@@ -292,10 +292,12 @@ class UdpPool:
         deadlines = self._deadlines
         # Every query to this upstream has the same timeout, so deadlines come in order.
         while deadlines and deadlines[0][0] <= now:
-            _deadline, entry, qid = deadlines.popleft()
-            waiting = entry.pending.pop(qid, None)
-            if waiting is not None:
-                waiting[1](UpstreamError("timed out"))
+            _deadline, entry, qid, done = deadlines.popleft()
+            waiting = entry.pending.get(qid)
+            # The ID may have been answered and reused since: only this very query times out.
+            if waiting is not None and waiting[1] is done:
+                del entry.pending[qid]
+                done(UpstreamError("timed out"))
                 self._close_if_idle(entry)
         if deadlines and self._loop is not None:
             self._sweeping = self._loop.call_later(_SWEEP, self._sweep)
