@@ -167,14 +167,12 @@ def build_pipeline(
                     return fit(query, block(data, query, decision), reply)
         plain, edns = entry.stale_bodies() if stale else entry.bodies(now)
         answer = splice(data, query, plain, edns, OPT_DO if query.do else OPT_PLAIN)
-        if len(answer) > (query.udp_size or MIN_UDP_PAYLOAD):
-            if reply.udp:
-                counters.truncated += 1
-                return truncated_response(query, answer)
-        elif not stale and not (entry.cnames and cname_inspection):
-            # Only answers that need no policy check and fit any transport are memoized.
+        fitted = fit(query, answer, reply)
+        if fitted is answer and not stale and len(answer) <= (query.udp_size or MIN_UDP_PAYLOAD):
+            # Memoized only when it needs no policy check (returned above otherwise) and fits
+            # any transport.
             entry.answers[query] = answer[2:]
-        return answer
+        return fitted
 
     def deliver(
         data: bytes,

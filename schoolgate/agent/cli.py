@@ -17,9 +17,9 @@ from schoolgate import __version__
 from schoolgate.agent import config as config_mod
 from schoolgate.agent.app import Agent, StartupError, block_settings, list_sources
 from schoolgate.agent.config import AgentConfig, ConfigError, parse_address
-from schoolgate.agent.dns.synth import BlockResponse, BlockSettings
+from schoolgate.agent.dns.synth import BlockResponse, BlockSettings, block_addresses
 from schoolgate.agent.dns.upstream import parse_upstream
-from schoolgate.agent.dns.wire import TYPE_A, TYPE_AAAA, Query, parse_query, text_to_wire
+from schoolgate.agent.dns.wire import Query, parse_query, text_to_wire
 from schoolgate.agent.filter.compiled import CompiledListError, CompiledLists
 from schoolgate.agent.filter.names import InvalidName, normalize
 from schoolgate.agent.filter.sources import BuildError
@@ -234,13 +234,7 @@ def _blocked_answer(settings: BlockSettings, qtype: int) -> str:
     ttl = f"TTL {settings.ttl} s"
     if settings.response is BlockResponse.NXDOMAIN:
         return f"NXDOMAIN ({ttl})"
-    addresses: tuple[str, ...] = ()
-    if qtype == TYPE_A:
-        addresses = (
-            ("0.0.0.0",) if settings.response is BlockResponse.NULL else settings.blockpage_ipv4
-        )
-    elif qtype == TYPE_AAAA:
-        addresses = ("::",) if settings.response is BlockResponse.NULL else settings.blockpage_ipv6
+    addresses = block_addresses(settings, qtype)
     if addresses:
         return f"{', '.join(addresses)} ({ttl})"
     return f"NODATA: no records of this type, with an SOA ({ttl})"

@@ -57,6 +57,19 @@ class BlockSettings:
 _Answers = tuple[bytes, bytes, bytes, bytes]  # plain, edns-ready, OPT without DO, OPT with DO
 
 
+def block_addresses(settings: BlockSettings, qtype: int) -> tuple[str, ...]:
+    """The addresses a blocked question of type ``qtype`` is answered with: none means NODATA,
+    or NXDOMAIN when that is the configured response."""
+    if settings.response is BlockResponse.NXDOMAIN:
+        return ()
+    null = settings.response is BlockResponse.NULL
+    if qtype == TYPE_A:
+        return ("0.0.0.0",) if null else settings.blockpage_ipv4
+    if qtype == TYPE_AAAA:
+        return ("::",) if null else settings.blockpage_ipv6
+    return ()
+
+
 class BlockAnswers:
     """Builds and memoizes the answer to a blocked question."""
 
@@ -80,14 +93,8 @@ class BlockAnswers:
         s = self.settings
         qname = wire_to_text(query.qname)
         flags = query.flags
-        rcode = NOERROR
-        addresses: tuple[str, ...] = ()
-        if s.response is BlockResponse.NXDOMAIN:
-            rcode = NXDOMAIN
-        elif query.qtype == TYPE_A:
-            addresses = ("0.0.0.0",) if s.response is BlockResponse.NULL else s.blockpage_ipv4
-        elif query.qtype == TYPE_AAAA:
-            addresses = ("::",) if s.response is BlockResponse.NULL else s.blockpage_ipv6
+        rcode = NXDOMAIN if s.response is BlockResponse.NXDOMAIN else NOERROR
+        addresses = block_addresses(s, query.qtype)
 
         header = DNSHeader(id=0, qr=1, ra=1, rd=(flags >> 8) & 1, cd=(flags >> 4) & 1, rcode=rcode)
         record = DNSRecord(header, q=DNSQuestion(qname, query.qtype, query.qclass))

@@ -31,6 +31,7 @@ from schoolgate.agent.dns.wire import (
     SERVFAIL,
     MalformedResponse,
     ScannedResponse,
+    same_question,
     scan_response,
 )
 
@@ -270,9 +271,8 @@ class UdpPool:
                 health.mismatched += 1
                 continue
             question, done = waiting
-            # Case may differ if the upstream plays with 0x20; compare the name lowercased.
             q = data[12 : 12 + len(question)]
-            if q != question and q[:-4].lower() + q[-4:] != question:
+            if not same_question(q, question):
                 health.mismatched += 1
                 continue
             del pending[(data[0] << 8) | data[1]]
@@ -343,7 +343,7 @@ class _Connection:
                     continue
                 fut, question = waiting
                 q = msg[12 : 12 + len(question)]
-                if q == question or q[:-4].lower() + q[-4:] == question:
+                if same_question(q, question):
                     if not fut.done():
                         fut.set_result(msg)
                 else:

@@ -267,22 +267,27 @@ def truncated_response(query: Query, response: bytes) -> bytes:
     return response[:2] + counts + query.question + opt
 
 
+def encode_name(name: str) -> bytes:
+    """Wire form of a name already lowercased, checked and without its trailing dot."""
+    out = bytearray()
+    for label in name.split("."):
+        out.append(len(label))
+        out += label.encode("ascii")
+    out.append(0)
+    return bytes(out)
+
+
 def text_to_wire(name: str) -> bytes:
     """'www.Example.com.' -> b'\\x03www\\x07example\\x03com\\x00' (lowercased, ASCII only)."""
     name = name.rstrip(".").lower()
     if not name:
         return b"\x00"
-    out = bytearray()
-    for label in name.split("."):
-        raw = label.encode("ascii")
-        if not 0 < len(raw) <= 63:
-            raise ValueError(f"bad label length in {name!r}")
-        out.append(len(raw))
-        out += raw
-    out.append(0)
-    if len(out) > MAX_NAME_WIRE:
+    if any(not 0 < len(label) <= 63 for label in name.split(".")):
+        raise ValueError(f"bad label length in {name!r}")
+    wire = encode_name(name)
+    if len(wire) > MAX_NAME_WIRE:
         raise ValueError(f"name longer than 255 octets: {name!r}")
-    return bytes(out)
+    return wire
 
 
 def wire_to_text(wire: bytes) -> str:
@@ -405,7 +410,7 @@ def scan_response(msg: bytes, question: bytes) -> ScannedResponse:
     if qdcount != 1:
         raise MalformedResponse("response does not carry exactly one question")
     qend = 12 + len(question)
-    if msg[12:qend] != question and _lower_question(msg[12:qend]) != question:
+    if not same_question(msg[12:qend], question):
         raise MalformedResponse("question does not match")
     out = ScannedResponse()
     out.rcode = flags & 0xF
@@ -465,8 +470,12 @@ def scan_response(msg: bytes, question: bytes) -> ScannedResponse:
     return out
 
 
-def _lower_question(question: bytes) -> bytes:
-    return question[:-4].lower() + question[-4:]
+def same_question(received: bytes, asked: bytes) -> bool:
+    """Whether a response's question section is the (lowercased) one we asked.
+
+    An upstream may change the letter case of the name (DNS 0x20), never the type or class.
+    """
+    return received == asked or received[:-4].lower() + received[-4:] == asked
 
 
 def _no_data(scanned: ScannedResponse) -> bool:

@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from schoolgate.agent.dns.wire import encode_name
 from schoolgate.agent.filter.compiled import filter_bits_for, write_compiled
-from schoolgate.agent.filter.names import fingerprint, to_wire
+from schoolgate.agent.filter.names import fingerprint
 from schoolgate.agent.filter.parsers import ListFormat, ParseReport, detect_format, parse_lines
 from schoolgate.agent.filter.sources import (
     BuildError,
@@ -59,7 +60,7 @@ def read_source(source: ListSource) -> tuple[np.ndarray[Any, np.dtype[np.uint64]
             fmt = detect_format(head)
         names = parse_lines(itertools.chain(head, text), fmt, report)
         counted = _label_counted(names, report)
-        prints = np.fromiter((fingerprint(to_wire(n)) for n in counted), np.uint64)
+        prints = np.fromiter((fingerprint(encode_name(n)) for n in counted), np.uint64)
     return prints, SourceResult(source, report, digest.hexdigest())
 
 

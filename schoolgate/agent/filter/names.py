@@ -14,6 +14,8 @@ from typing import Final
 import idna
 import xxhash
 
+from schoolgate.agent.dns.wire import encode_name
+
 # Hostnames in the wild use underscores (and lists carry them), so they are accepted; anything
 # else outside letters, digits and hyphens is not a name a list can mean.
 _ASCII_NAME: Final = re.compile(
@@ -58,19 +60,9 @@ def normalize(raw: str) -> str:
     return name
 
 
-def to_wire(name: str) -> bytes:
-    """Wire form of a normalized name, with the root label: the input of ``fingerprint``."""
-    out = bytearray()
-    for label in name.split("."):
-        out.append(len(label))
-        out += label.encode("ascii")
-    out.append(0)
-    return bytes(out)
-
-
 def name_fingerprint(name: str) -> int:
     """Fingerprint of a normalized text name."""
-    return fingerprint(to_wire(name))
+    return fingerprint(encode_name(name))
 
 
 def _check_punycode(name: str) -> None:

@@ -28,24 +28,25 @@ class Decider:
 
     def decide(self, group: Group, query: Query) -> Decision:
         """The decision for ``query``; raises ``MalformedQuery`` for a name whose labels are bad."""
-        memo = group.memo
-        decision = memo.get(query.key)
+        decision = group.memo.get(query.key)
         if decision is None:
-            decision = self._decide(query.qname, query.labels)
-            if len(memo) >= _MEMO_LIMIT:
-                memo.clear()
-            memo[query.key] = decision
+            decision = self._remember(group.memo, query.key, query.qname, query.labels)
         return decision
 
     def decide_name(self, group: Group, wire: bytes) -> Decision:
         """The decision for a bare name (a CNAME target), whatever the record type."""
-        memo = group.name_memo
-        decision = memo.get(wire)
+        decision = group.name_memo.get(wire)
         if decision is None:
-            decision = self._decide(wire, name_labels(wire))
-            if len(memo) >= _MEMO_LIMIT:
-                memo.clear()
-            memo[wire] = decision
+            decision = self._remember(group.name_memo, wire, wire, name_labels(wire))
+        return decision
+
+    def _remember(
+        self, memo: dict[bytes, Decision], key: bytes, qname: bytes, labels: list[int]
+    ) -> Decision:
+        decision = self._decide(qname, labels)
+        if len(memo) >= _MEMO_LIMIT:
+            memo.clear()  # bounded: a flood of random names must not grow memory
+        memo[key] = decision
         return decision
 
     def _decide(self, qname: bytes, labels: list[int]) -> Decision:

@@ -9,13 +9,13 @@ import xxhash
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from schoolgate.agent.dns.wire import encode_name as to_wire
 from schoolgate.agent.dns.wire import text_to_wire
 from schoolgate.agent.filter.names import (
     InvalidName,
     fingerprint,
     name_fingerprint,
     normalize,
-    to_wire,
 )
 
 PROPERTY = settings(
