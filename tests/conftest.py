@@ -55,6 +55,9 @@ def make_agent(tmp_path: Path, upstream: FakeUpstream, blocklist: Path) -> Itera
         upstream_extra: str = "",
     ) -> AgentThread:
         servers = ", ".join(f'"{u}"' for u in (upstreams or [upstream.url]))
+        if "[sources]" not in extra:
+            # Only the lists a test names: no bundled lists, nothing to download.
+            extra += "\n[sources]\ndefaults = false\n"
         if lists is None:
             lists = f'[[lists]]\nname = "adult-test"\ncategory = "adult"\npath = "{blocklist}"\n'
         text = (

@@ -62,8 +62,10 @@ from schoolgate.agent.dns.wire import (
     truncated_response,
 )
 from schoolgate.agent.filter.compiled import CompiledListError, CompiledLists
-from schoolgate.agent.filter.sources import BuildError, ListSource
+from schoolgate.agent.filter.sources import BuildError, is_current
 from schoolgate.agent.filter.store import ListStore
+from schoolgate.agent.jobs import Jobs
+from schoolgate.agent.lists import list_sources
 from schoolgate.agent.policy.clients import Client, ClientIdentifier, Group
 from schoolgate.agent.policy.decide import Decider
 from schoolgate.agent.stats import Counters
@@ -128,10 +130,10 @@ def build_pipeline(
     counters: Counters,
 ) -> Pipeline:
     """Assemble the stages in their order (see the module docstring for why this order)."""
-    clients = ClientIdentifier(config.client_networks, Group("default"))
+    clients = ClientIdentifier(config.client_networks, Group("default", config.actions))
     identify = clients.identify
     known_clients = clients.memo
-    decider = Decider(lists)
+    decider = Decider(lists, config.taxonomy)
     decide = decider.decide
     decide_name = decider.decide_name
     block = BlockAnswers(block_settings(config)).respond
@@ -246,10 +248,6 @@ def build_pipeline(
     return Pipeline(handle, forwarder, decider, cache)
 
 
-def list_sources(config: AgentConfig) -> list[ListSource]:
-    return [ListSource(c.name, c.category, c.path, c.format) for c in config.lists]
-
-
 class Agent:
     """The running agent: listeners, the current pipeline, reload and shutdown."""
 
@@ -264,6 +262,9 @@ class Agent:
         self.addresses: list[tuple[str, int]] = []
         self._bound = self.config.listen  # as configured when the sockets were opened
         self._stopping = asyncio.Event()
+        self.jobs = Jobs(self)
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._ignored_build: tuple[int, int] | None = None
 
     async def start(self) -> None:
         started = time.monotonic()
@@ -271,6 +272,7 @@ class Agent:
         cache = AnswerCache(cache_settings(self.config))
         self.pipeline = build_pipeline(self.config, lists, cache, self.counters)
         await self._listen()
+        self.jobs.start()
         # Everything made while starting lives as long as the process: keep it out of the
         # collector's full passes, whose pauses would otherwise show in answer latency.
         gc.collect()
@@ -370,6 +372,14 @@ class Agent:
         except (BuildError, CompiledListError) as exc:
             log.error("reload refused, keeping the running lists: %s", exc)
             return False
+        self._install(config, lists)
+        self.jobs.reschedule()
+        log.info("reloaded: %d names, build %s", lists.count, lists.build_id)
+        return True
+
+    def _install(self, config: AgentConfig, lists: CompiledLists) -> None:
+        """Put a new pipeline in service: the same cache, fresh decisions."""
+        assert self.pipeline is not None
         old = self.pipeline
         cache = old.cache
         if cache_settings(config) != cache.settings:
@@ -378,8 +388,54 @@ class Agent:
         self.config = config
         self._set_handler(self.pipeline.handler)
         # Questions already upstream finish on the old pipeline, then its upstreams close.
-        asyncio.get_running_loop().create_task(self._retire(old))
-        log.info("reloaded: %d names, build %s", lists.count, lists.build_id)
+        task = asyncio.get_running_loop().create_task(self._retire(old))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    @property
+    def lists(self) -> CompiledLists:
+        assert self.pipeline is not None
+        return self.pipeline.decider.lists
+
+    def use_lists(self, lists: CompiledLists) -> None:
+        """Serve a new build of the same configuration's lists."""
+        self._install(self.config, lists)
+        log.info("lists in service: %d names, build %s", lists.count, lists.build_id)
+
+    def adopt_new_build(self) -> bool:
+        """Serve ``current.sgl`` if another process (``lists update``) replaced it with a
+        build of this configuration's lists. True when it did."""
+        try:
+            st = self.store.current.stat()
+        except OSError:
+            return False
+        served = self.lists
+        identity = (st.st_ino, st.st_mtime_ns)
+        if served.path == self.store.current and identity == served.identity:
+            return False
+        if identity == self._ignored_build:
+            return False
+        try:
+            lists = CompiledLists(self.store.current)
+        except CompiledListError as exc:
+            self._ignored_build = identity
+            log.warning("a new build appeared but cannot be used: %s", exc)
+            return False
+        if lists.build_id == served.build_id:
+            lists.close()
+            self._ignored_build = identity
+            return False
+        if not is_current(lists, list_sources(self.config)):
+            lists.close()
+            self._ignored_build = identity
+            log.warning(
+                "build %s in %s was made from other lists than this agent's configuration;"
+                " not serving it",
+                lists.build_id,
+                self.store.dir,
+            )
+            return False
+        self.use_lists(lists)
         return True
 
     async def _retire(self, old: Pipeline) -> None:
@@ -393,6 +449,7 @@ class Agent:
 
     async def stop(self, grace: float = 3.0) -> None:
         """Stop reading, answer what is in flight (up to ``grace`` seconds), close."""
+        await self.jobs.stop()
         self._close_listeners()
         if self.pipeline is not None:
             await self.pipeline.forwarder.drain(timeout=grace)

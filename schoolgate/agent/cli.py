@@ -14,8 +14,9 @@ from typing import Any
 from dnslib import QTYPE
 
 from schoolgate import __version__
+from schoolgate.agent import cli_lists
 from schoolgate.agent import config as config_mod
-from schoolgate.agent.app import Agent, StartupError, block_settings, list_sources
+from schoolgate.agent.app import Agent, StartupError, block_settings
 from schoolgate.agent.config import AgentConfig, ConfigError, parse_address
 from schoolgate.agent.dns.synth import BlockResponse, BlockSettings, block_addresses
 from schoolgate.agent.dns.upstream import parse_upstream
@@ -24,6 +25,9 @@ from schoolgate.agent.filter.compiled import CompiledListError, CompiledLists
 from schoolgate.agent.filter.names import InvalidName, normalize
 from schoolgate.agent.filter.sources import BuildError
 from schoolgate.agent.filter.store import ListStore
+from schoolgate.agent.lists import list_sources
+from schoolgate.agent.policy import categories as taxonomy_mod
+from schoolgate.agent.policy.categories import LANGUAGES
 from schoolgate.agent.policy.clients import ClientIdentifier, Group
 from schoolgate.agent.policy.decide import Decider
 
@@ -78,7 +82,8 @@ def _parser() -> argparse.ArgumentParser:
             type=_list,
             default=[],
             metavar="CATEGORY=FILE",
-            help="add a list, blocked for every client (repeatable)",
+            help="add a list file to CATEGORY, a category of the taxonomy or a new one blocked"
+            " for everyone (repeatable)",
         )
         p.add_argument("--state-dir", type=Path, metavar="DIR", help="where compiled lists live")
         p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -108,10 +113,28 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--client", default="127.0.0.1", metavar="IP")
     check.add_argument("--type", default="A", metavar="TYPE")
 
-    lists = sub.add_parser("lists", help="manage the compiled lists")
+    cats = sub.add_parser("categories", help="the categories and what this configuration does")
+    config_arg(cats)
+    cats.add_argument("--language", default="en", choices=LANGUAGES)
+
+    lists = sub.add_parser("lists", help="manage the lists and their sources")
     lists_sub = lists.add_subparsers(dest="lists_command", required=True)
     compile_ = lists_sub.add_parser("compile", help="compile the configured lists now")
     config_arg(compile_)
+    update = lists_sub.add_parser(
+        "update", help="download every source now, compile and put the build in service"
+    )
+    config_arg(update)
+    update.add_argument(
+        "--force",
+        action="store_true",
+        help="accept downloads that lost more than updates.max_shrink of their entries",
+    )
+    status = lists_sub.add_parser("status", help="each source's last update, and the build")
+    config_arg(status)
+    status.add_argument("--format", default="text", choices=["text", "json"])
+    sources = lists_sub.add_parser("sources", help="the catalogue of public sources")
+    config_arg(sources)
     return parser
 
 
@@ -124,7 +147,15 @@ def _loader(args: argparse.Namespace) -> Any:
             raw.setdefault("upstream", {})["servers"] = list(args.upstream)
         if args.state_dir is not None:
             server["state_dir"] = str(args.state_dir.resolve())
+        known = taxonomy_mod.bundled()
+        defined = {c.get("id") for c in raw.get("categories", []) if isinstance(c, dict)}
         for category, path in args.lists:
+            if category not in known and category not in defined:
+                # A quick-start category of the operator's own: blocked for everyone.
+                raw.setdefault("categories", []).append(
+                    {"id": category, "tier": "age-appropriate", "name": category}
+                )
+                defined.add(category)
             raw.setdefault("lists", []).append(
                 {"name": f"{category}:{path}", "category": category, "path": str(path)}
             )
@@ -148,13 +179,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(load)
         if args.command == "check":
             return _check(load(), args.name, args.client, args.type)
-        return _compile(load())
+        if args.command == "categories":
+            return cli_lists.categories(load(), args.language)
+        return _lists_command(args, load())
     except ConfigError as exc:
         print(f"schoolgate-agent: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except (StartupError, BuildError, CompiledListError) as exc:
         print(f"schoolgate-agent: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
+
+
+def _lists_command(args: argparse.Namespace, config: AgentConfig) -> int:
+    command = args.lists_command
+    if command == "compile":
+        return cli_lists.compile_lists(config)
+    if command == "update":
+        return cli_lists.update_lists(config, args.force)
+    if command == "status":
+        return cli_lists.status(config, args.format)
+    return cli_lists.sources(config)
 
 
 def _run(load: Any) -> int:
@@ -201,7 +245,7 @@ def _check(config: AgentConfig, name: str, client_ip: str, qtype_name: str) -> i
         print(f"unknown record type {qtype_name!r}", file=sys.stderr)
         return EXIT_CONFIG
     query = _synthetic_query(text, qtype)
-    identify = ClientIdentifier(config.client_networks, Group("default"))
+    identify = ClientIdentifier(config.client_networks, Group("default", config.actions))
     client = identify.identify(client_ip)
     print(f"name:     {text}.")
     print(f"type:     {qtype_name.upper()}")
@@ -209,19 +253,25 @@ def _check(config: AgentConfig, name: str, client_ip: str, qtype_name: str) -> i
         print(f"client:   {client_ip} is outside the client networks")
         print("decision: refused (the agent is not an open resolver)")
         return 0
-    print(f"client:   {client.address} (group {client.group.name})")
+    print(
+        f"client:   {client.address} (group {client.group.name}, age tier {config.age_tier.value})"
+    )
     with tempfile.TemporaryDirectory(prefix="schoolgate-check-") as scratch:
         lists, fresh = _open_lists(config, Path(scratch))
-        decision = Decider(lists).explain(query.qname, query.labels)
+        decision = Decider(lists, config.taxonomy).explain(client.group, query.qname, query.labels)
         print(f"decision: {decision.action.value}")
-        if decision.blocked:
-            print(f"category: {decision.category}")
+        if decision.category is not None:
+            category = config.taxonomy[decision.category]
+            print(f"category: {category.id} ({category.name()}, tier {category.tier.value})")
             print(f"entry:    {decision.entry}")
             for source in lists.sources:
                 if source.name in decision.lists:
                     print(f"list:     {source.name} ({source.origin})")
+        if decision.blocked:
             print(f"answer:   {_blocked_answer(block_settings(config), qtype)}")
-        else:
+        if decision.alert:
+            print("alert:    raised for the safeguarding lead")
+        if decision.category is None:
             print(f"reason:   {decision.rule}")
         where = "compiled for this check: the agent's build is older" if fresh else "in service"
         print(f"lists:    build {lists.build_id}, {lists.count} names ({where})")
@@ -256,19 +306,6 @@ def _synthetic_query(name: str, qtype: int) -> Query:
         + b"\x00\x01"
     )
     return parse_query(data)
-
-
-def _compile(config: AgentConfig) -> int:
-    # The same worker process the agent uses, so what is printed is what the agent would serve.
-    store = ListStore(config.state_dir)
-    lists, report = asyncio.run(store.compile(list_sources(config)))
-    for line in report:
-        print(line)
-    print(
-        f"build {lists.build_id} is now current in {store.dir}; a running agent serves it"
-        " after a reload (SIGHUP) or restart"
-    )
-    return 0
 
 
 if __name__ == "__main__":

@@ -21,7 +21,18 @@ from typing import Any, Final, Literal
 import msgspec
 
 from schoolgate.agent.dns.upstream import UpstreamSpec, parse_upstream
+from schoolgate.agent.filter import catalogue
 from schoolgate.agent.filter.parsers import ListFormat
+from schoolgate.agent.policy import categories
+from schoolgate.agent.policy.categories import (
+    AgeTier,
+    Category,
+    Taxonomy,
+    TaxonomyError,
+    Tier,
+    make_category,
+)
+from schoolgate.agent.policy.decision import Action
 
 BUNDLED_CONFIG: Final = "default.toml"
 
@@ -52,7 +63,9 @@ class ConfigError(Exception):
 
 
 _MISSING: Final[Any] = object()
-_CATEGORY: Final = re.compile(r"[A-Za-z0-9_-]+")
+_LIST_NAME: Final = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
+_ACTIONS: Final = tuple(a.value for a in Action)
+_ARCHIVE_FORMATS: Final = (ListFormat.UT1,)
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -102,8 +115,40 @@ class FilterSection(_Section):
 class ListSection(_Section):
     name: str
     category: str
-    path: str
-    format: Literal["auto", "domains", "hosts", "adblock"] = "auto"
+    path: str = ""
+    url: str = ""
+    format: Literal["auto", "domains", "hosts", "adblock", "urls", "ut1"] = "auto"
+    member: str = ""
+
+
+class PolicySection(_Section):
+    age_tier: Literal["foundation", "ks2", "secondary", "staff", "guest"] = "secondary"
+    actions: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class CategorySection(_Section):
+    id: str
+    tier: Literal["safeguarding", "security", "bypass", "age-appropriate", "productivity"]
+    name: str | dict[str, str] = ""
+    description: str = ""
+    default: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class SourcesSection(_Section):
+    defaults: bool = True
+    enable: list[str] = msgspec.field(default_factory=list)
+    disable: list[str] = msgspec.field(default_factory=list)
+
+
+class UpdatesSection(_Section):
+    enabled: bool = True
+    interval: int = 86_400
+    jitter: int = 3_600
+    timeout: float = 60.0
+    max_download_mb: int = 200
+    max_list_mb: int = 1_000
+    max_redirects: int = 5
+    max_shrink: float = 0.5
 
 
 class _RawConfig(_Section):
@@ -112,15 +157,45 @@ class _RawConfig(_Section):
     upstream: UpstreamSection = msgspec.field(default_factory=UpstreamSection)
     cache: CacheSection = msgspec.field(default_factory=CacheSection)
     filter: FilterSection = msgspec.field(default_factory=FilterSection)
+    policy: PolicySection = msgspec.field(default_factory=PolicySection)
+    categories: list[CategorySection] = msgspec.field(default_factory=list)
     lists: list[ListSection] = msgspec.field(default_factory=list)
+    sources: SourcesSection = msgspec.field(default_factory=SourcesSection)
+    updates: UpdatesSection = msgspec.field(default_factory=UpdatesSection)
 
 
 @dataclass(frozen=True)
 class ListConfig:
+    """A list file on this machine."""
+
     name: str
     category: str
     path: Path
     format: ListFormat
+
+
+@dataclass(frozen=True)
+class RemoteListConfig:
+    """A list downloaded by the update job: a site's own URL or a catalogue source."""
+
+    name: str
+    category: str
+    url: str
+    format: ListFormat
+    member: str
+    catalogue: bool
+
+
+@dataclass(frozen=True)
+class UpdateSettings:
+    enabled: bool
+    interval: int
+    jitter: int
+    timeout: float
+    max_download_bytes: int
+    max_list_bytes: int
+    max_redirects: int
+    max_shrink: float
 
 
 @dataclass(frozen=True)
@@ -140,7 +215,17 @@ class AgentConfig:
     upstream_ca_file: Path | None
     cache: CacheSection
     filter: FilterSection
+    taxonomy: Taxonomy
+    age_tier: AgeTier
+    actions: dict[str, Action]
     lists: tuple[ListConfig, ...]
+    remote_lists: tuple[RemoteListConfig, ...]
+    updates: UpdateSettings
+
+    def confidential(self, category: str) -> bool:
+        """Lists of locked categories are licensed and confidential: never quote their lines."""
+        found = self.taxonomy.categories.get(category)
+        return found is not None and found.locked
 
 
 Overrides = Callable[[dict[str, Any]], None]
@@ -300,26 +385,15 @@ def _check(c: _RawConfig, file: str, base: Path) -> AgentConfig:
             "needs filter.blockpage_ipv4 or filter.blockpage_ipv6",
         )
 
-    lists = []
-    seen: set[str] = set()
-    for i, entry in enumerate(c.lists):
-        if not entry.name.strip():
-            raise fail(f"lists[{i}].name", entry.name, "a list needs a name")
-        if entry.name in seen:
-            raise fail(f"lists[{i}].name", entry.name, "another list has this name")
-        seen.add(entry.name)
-        if not _CATEGORY.fullmatch(entry.category):
-            raise fail(
-                f"lists[{i}].category",
-                entry.category,
-                "use ASCII letters, digits, '-' and '_' only",
-            )
-        path = _resolve(base, entry.path)
-        if not path.is_file():
-            # Checked here so that a typo stops the start (or the reload) with the key named,
-            # rather than surfacing later as a failed compile.
-            raise fail(f"lists[{i}].path", entry.path, f"no such file: {path}")
-        lists.append(ListConfig(entry.name, entry.category, path, ListFormat(entry.format)))
+    taxonomy = _taxonomy(fail, c.categories)
+    actions = _actions(fail, taxonomy, c.policy)
+    lists, remote = _lists(fail, taxonomy, c.lists, base)
+    taken = {f.name for f in lists} | {r.name for r in remote}
+    bundled_files, catalogue_remote = _catalogue_lists(fail, taxonomy, c.sources, taken)
+    # The project's own lists come first, so a site's lists and downloads follow in order.
+    lists = bundled_files + lists
+    remote += catalogue_remote
+    updates = _updates(fail, c.updates)
 
     return AgentConfig(
         source=file,
@@ -335,8 +409,190 @@ def _check(c: _RawConfig, file: str, base: Path) -> AgentConfig:
         upstream_ca_file=ca_file,
         cache=cache,
         filter=flt,
+        taxonomy=taxonomy,
+        age_tier=AgeTier(c.policy.age_tier),
+        actions=actions,
         lists=tuple(lists),
+        remote_lists=tuple(remote),
+        updates=updates,
     )
+
+
+def _taxonomy(fail: Any, site: list[CategorySection]) -> Taxonomy:
+    bundled = categories.bundled()
+    made: list[Category] = []
+    for i, entry in enumerate(site):
+        key = f"categories[{i}]"
+        if entry.id in bundled or entry.id in {m.id for m in made}:
+            raise fail(f"{key}.id", entry.id, "a category with this id is already defined")
+        names = {"en": entry.name} if isinstance(entry.name, str) else dict(entry.name)
+        for language in names:
+            if language not in categories.LANGUAGES:
+                raise fail(f"{key}.name.{language}", names[language], "languages are en, vi, zh")
+        if not names.get("en"):
+            names["en"] = entry.id
+        defaults: dict[AgeTier, Action] = {}
+        for age, action in entry.default.items():
+            if age not in AgeTier.__members__.values():
+                raise fail(f"{key}.default.{age}", action, f"age tiers are {_choices(AgeTier)}")
+            if action not in _ACTIONS:
+                raise fail(f"{key}.default.{age}", action, f"actions are {', '.join(_ACTIONS)}")
+            defaults[AgeTier(age)] = Action(action)
+        for age in AgeTier:
+            # A category a site bothers to define is one it wants blocked unless it says so.
+            defaults.setdefault(age, Action.BLOCK)
+        try:
+            made.append(
+                make_category(
+                    entry.id, Tier(entry.tier), names, entry.description, defaults, site=True
+                )
+            )
+        except TaxonomyError as exc:
+            raise fail(f"{key}.id", entry.id, str(exc)) from None
+    return bundled.extended(made)
+
+
+def _actions(fail: Any, taxonomy: Taxonomy, policy: PolicySection) -> dict[str, Action]:
+    overrides: dict[str, Action] = {}
+    for category_id, action in policy.actions.items():
+        key = f"policy.actions.{category_id}"
+        if action not in _ACTIONS:
+            raise fail(key, action, f"actions are {', '.join(_ACTIONS)}")
+        reason = taxonomy.check_override(category_id, Action(action))
+        if reason is not None:
+            raise fail(key, action, reason)
+        overrides[category_id] = Action(action)
+    return taxonomy.actions(AgeTier(policy.age_tier), overrides)
+
+
+def _lists(
+    fail: Any, taxonomy: Taxonomy, entries: list[ListSection], base: Path
+) -> tuple[list[ListConfig], list[RemoteListConfig]]:
+    files: list[ListConfig] = []
+    remote: list[RemoteListConfig] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        key = f"lists[{i}]"
+        if not entry.name.strip() or not _LIST_NAME.fullmatch(entry.name):
+            raise fail(f"{key}.name", entry.name, "a list needs a printable name")
+        if entry.name in seen:
+            raise fail(f"{key}.name", entry.name, "another list has this name")
+        seen.add(entry.name)
+        if entry.category not in taxonomy:
+            raise fail(
+                f"{key}.category",
+                entry.category,
+                "no such category: use one of the taxonomy (schoolgate-agent categories) or"
+                " define it under [[categories]]",
+            )
+        fmt = ListFormat(entry.format)
+        if bool(entry.path) == bool(entry.url):
+            raise fail(key, entry.name, "give exactly one of path (a file) or url (a download)")
+        if entry.member and fmt is not ListFormat.UT1 and not entry.url:
+            raise fail(f"{key}.member", entry.member, "member is for downloaded archives")
+        if entry.url:
+            try:
+                check_download_url(entry.url)
+            except ValueError as exc:
+                raise fail(f"{key}.url", redact_url(entry.url), str(exc)) from None
+            remote.append(
+                RemoteListConfig(
+                    entry.name, entry.category, entry.url, fmt, entry.member, catalogue=False
+                )
+            )
+            continue
+        if fmt in _ARCHIVE_FORMATS:
+            raise fail(f"{key}.format", entry.format, "archives are unpacked only for url lists")
+        path = _resolve(base, entry.path)
+        if not path.is_file():
+            # Checked here so that a typo stops the start (or the reload) with the key named,
+            # rather than surfacing later as a failed compile.
+            raise fail(f"{key}.path", entry.path, f"no such file: {path}")
+        files.append(ListConfig(entry.name, entry.category, path, fmt))
+    return files, remote
+
+
+def _catalogue_lists(
+    fail: Any, taxonomy: Taxonomy, sources: SourcesSection, taken: set[str]
+) -> tuple[list[ListConfig], list[RemoteListConfig]]:
+    known = catalogue.bundled()
+    for key in ("enable", "disable"):
+        for i, source_id in enumerate(getattr(sources, key)):
+            if source_id not in known:
+                raise fail(
+                    f"sources.{key}[{i}]",
+                    source_id,
+                    "no such source in the catalogue (schoolgate-agent lists sources)",
+                )
+    chosen = [
+        s
+        for s in known.values()
+        if ((s.default and sources.defaults) or s.id in sources.enable)
+        and s.id not in sources.disable
+    ]
+    files: list[ListConfig] = []
+    remote: list[RemoteListConfig] = []
+    for s in chosen:
+        if s.id in taken:
+            raise fail("sources.enable", s.id, "a list in [[lists]] already has this name")
+        if s.category not in taxonomy:  # pragma: no cover - the bundled files are tested
+            raise fail("sources.enable", s.id, f"feeds unknown category {s.category!r}")
+        if s.file:
+            files.append(ListConfig(s.id, s.category, catalogue.bundled_file(s), s.format))
+        else:
+            remote.append(
+                RemoteListConfig(s.id, s.category, s.url, s.format, s.member, catalogue=True)
+            )
+    return files, remote
+
+
+def _updates(fail: Any, u: UpdatesSection) -> UpdateSettings:
+    if u.interval < 600:
+        raise fail("updates.interval", u.interval, "at least 600 seconds, to be fair to list hosts")
+    if u.jitter < 0:
+        raise fail("updates.jitter", u.jitter, "must not be negative")
+    _positive(fail, "updates.timeout", u.timeout)
+    _positive(fail, "updates.max_download_mb", u.max_download_mb)
+    _positive(fail, "updates.max_list_mb", u.max_list_mb)
+    if not 0 <= u.max_redirects <= 20:
+        raise fail("updates.max_redirects", u.max_redirects, "between 0 and 20")
+    if not 0 < u.max_shrink <= 1:
+        raise fail("updates.max_shrink", u.max_shrink, "a fraction above 0, at most 1")
+    return UpdateSettings(
+        enabled=u.enabled,
+        interval=u.interval,
+        jitter=u.jitter,
+        timeout=u.timeout,
+        max_download_bytes=u.max_download_mb * 1024 * 1024,
+        max_list_bytes=u.max_list_mb * 1024 * 1024,
+        max_redirects=u.max_redirects,
+        max_shrink=u.max_shrink,
+    )
+
+
+def _choices(enum: Any) -> str:
+    return ", ".join(m.value for m in enum)
+
+
+def check_download_url(url: str) -> None:
+    """Raise ValueError unless ``url`` is an http(s) URL with a host."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        raise ValueError("expected an http:// or https:// URL")
+    host = rest.split("/", 1)[0].rpartition("@")[2]
+    if not host or any(c.isspace() for c in url):
+        raise ValueError("not a usable URL")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without a password, for logs and status output."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}{slash}{path}"
 
 
 def _positive(fail: Any, key: str, value: float) -> None:

@@ -166,7 +166,7 @@ def test_a_missing_list_file_stops_the_start(tmp_path: Path) -> None:
         state=tmp_path / "s",
     )
     assert result.returncode == 2
-    assert f"lists[1].path = '{missing}': no such file" in result.stderr
+    assert f"lists[0].path = '{missing}': no such file" in result.stderr
 
 
 @pytest.mark.skipif(

@@ -14,6 +14,7 @@ from schoolgate.agent.config import (
     CacheSection,
     ConfigError,
     FilterSection,
+    ListConfig,
     load,
     parse,
     parse_address,
@@ -22,12 +23,19 @@ from schoolgate.agent.config import (
 from schoolgate.agent.filter.build import read_source
 from schoolgate.agent.filter.parsers import ListFormat
 from schoolgate.agent.filter.sources import ListSource
+from schoolgate.agent.policy.categories import AgeTier
+from schoolgate.agent.policy.decision import Action
 
 FILE = "test.toml"
 
 
 def parse_text(text: str, base: Path, **kwargs: Any) -> AgentConfig:
     return parse(text, FILE, base=base, **kwargs)
+
+
+def site_lists(c: AgentConfig) -> list[ListConfig]:
+    """The lists the config file names, without the project's own."""
+    return [x for x in c.lists if not x.name.startswith("schoolgate-")]
 
 
 def config_error(text: str, base: Path) -> ConfigError:
@@ -61,7 +69,19 @@ def test_empty_file_gives_the_defaults(tmp_path: Path) -> None:
     assert c.filter == FilterSection()
     assert c.filter.block_response == "null"
     assert c.filter.block_ttl == 60
-    assert c.lists == ()
+    # The project's own lists, and the catalogue's default downloads.
+    assert {x.name for x in c.lists} == {
+        "schoolgate-encrypted-dns",
+        "schoolgate-vpn-proxy",
+        "schoolgate-genai",
+        "schoolgate-social",
+        "schoolgate-chat",
+        "schoolgate-games",
+        "schoolgate-streaming",
+    }
+    assert c.remote_lists and all(r.catalogue for r in c.remote_lists)
+    assert c.age_tier is AgeTier.SECONDARY
+    assert c.updates.enabled and c.updates.interval == 86_400
 
 
 def test_a_full_config(tmp_path: Path) -> None:
@@ -105,6 +125,17 @@ blockpage_ipv6 = ["2001:db8::80"]
 extended_error = "filtered"
 cname_inspection = false
 
+[policy]
+age_tier = "ks2"
+actions = { games = "alert", adult_content-2 = "allow" }
+
+[[categories]]
+id = "adult_content-2"
+tier = "age-appropriate"
+name = { en = "Adult content two", vi = "Nội dung hai" }
+description = "A site's own category."
+default = { staff = "allow" }
+
 [[lists]]
 name = "adult"
 category = "adult_content-2"
@@ -113,8 +144,28 @@ format = "hosts"
 
 [[lists]]
 name = "ads"
-category = "ads"
+category = "malware"
 path = "ELSEWHERE"
+
+[[lists]]
+name = "feed"
+category = "child-abuse"
+url = "https://user:secret@feed.example/list.txt"
+format = "urls"
+
+[sources]
+defaults = false
+enable = ["ut1-adult", "schoolgate-genai"]
+disable = ["ut1-adult"]
+
+[updates]
+interval = 3600
+jitter = 0
+timeout = 5
+max_download_mb = 10
+max_list_mb = 20
+max_redirects = 2
+max_shrink = 0.25
 """.replace("ELSEWHERE", str(elsewhere)),
         tmp_path,
     )
@@ -141,11 +192,34 @@ path = "ELSEWHERE"
     assert c.filter.extended_error == "filtered"
     assert c.filter.cname_inspection is False
     assert [(x.name, x.category, x.format) for x in c.lists] == [
+        ("schoolgate-genai", "genai", ListFormat.DOMAINS),
         ("adult", "adult_content-2", ListFormat.HOSTS),
-        ("ads", "ads", ListFormat.AUTO),
+        ("ads", "malware", ListFormat.AUTO),
     ]
-    assert c.lists[0].path == tmp_path / "lists" / "adult.txt"
-    assert c.lists[1].path == elsewhere
+    assert c.lists[1].path == tmp_path / "lists" / "adult.txt"
+    assert c.lists[2].path == elsewhere
+    [feed] = c.remote_lists
+    assert (feed.name, feed.category, feed.format, feed.catalogue) == (
+        "feed",
+        "child-abuse",
+        ListFormat.URLS,
+        False,
+    )
+    assert c.confidential("child-abuse") and not c.confidential("malware")
+    site = c.taxonomy["adult_content-2"]
+    assert (
+        site.site and site.name("vi") == "Nội dung hai" and site.name("zh") == "Adult content two"
+    )
+    assert site.defaults[AgeTier.STAFF] is Action.ALLOW
+    assert site.defaults[AgeTier.KS2] is Action.BLOCK  # unsaid: blocked
+    assert c.age_tier is AgeTier.KS2
+    assert c.actions["games"] is Action.ALERT
+    assert c.actions["adult_content-2"] is Action.ALLOW
+    assert c.actions["gambling"] is Action.BLOCK
+    assert c.actions["child-abuse"] is Action.BLOCK
+    u = c.updates
+    assert (u.interval, u.jitter, u.timeout, u.max_redirects, u.max_shrink) == (3600, 0, 5, 2, 0.25)
+    assert (u.max_download_bytes, u.max_list_bytes) == (10 << 20, 20 << 20)
 
 
 def test_relative_paths_are_resolved_against_base(tmp_path: Path) -> None:
@@ -155,20 +229,20 @@ def test_relative_paths_are_resolved_against_base(tmp_path: Path) -> None:
     (base / "sub" / "dir" / "b.txt").write_text("b.example\n", encoding="utf-8")
     c = parse_text(
         '[server]\nstate_dir = "../state"\n'
-        '[[lists]]\nname = "a"\ncategory = "c"\npath = "a.txt"\n'
-        '[[lists]]\nname = "b"\ncategory = "c"\npath = "sub/dir/b.txt"\n',
+        '[[lists]]\nname = "a"\ncategory = "adult"\npath = "a.txt"\n'
+        '[[lists]]\nname = "b"\ncategory = "adult"\npath = "sub/dir/b.txt"\n',
         base,
     )
     assert c.state_dir == base / ".." / "state"
-    assert [x.path for x in c.lists] == [base / "a.txt", base / "sub" / "dir" / "b.txt"]
+    assert [x.path for x in site_lists(c)] == [base / "a.txt", base / "sub" / "dir" / "b.txt"]
 
 
 def test_home_in_paths_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     (tmp_path / "home" / "lists").mkdir(parents=True)
     (tmp_path / "home" / "lists" / "a.txt").write_text("a.example\n", encoding="utf-8")
-    c = parse_text('[[lists]]\nname = "a"\ncategory = "c"\npath = "~/lists/a.txt"\n', tmp_path)
-    assert c.lists[0].path == tmp_path / "home" / "lists" / "a.txt"
+    c = parse_text('[[lists]]\nname = "a"\ncategory = "adult"\npath = "~/lists/a.txt"\n', tmp_path)
+    assert site_lists(c)[0].path == tmp_path / "home" / "lists" / "a.txt"
 
 
 def test_blockpage_with_only_ipv6_is_enough(tmp_path: Path) -> None:
@@ -195,7 +269,7 @@ _LIST = '[[lists]]\nname = "{name}"\ncategory = "{category}"\npath = "x.txt"\n'
             id="unknown-nested-2",
         ),
         pytest.param(
-            '[[lists]]\nname = "a"\ncategory = "c"\npath = "p"\ncolour = "red"',
+            '[[lists]]\nname = "a"\ncategory = "adult"\npath = "p"\ncolour = "red"',
             "lists[0].colour",
             "red",
             "unknown key",
@@ -401,7 +475,7 @@ _LIST = '[[lists]]\nname = "{name}"\ncategory = "{category}"\npath = "x.txt"\n'
             id="blockpage-ipv6-is-v4",
         ),
         pytest.param(
-            _LIST.format(name="a", category="c") + _LIST.format(name="a", category="d"),
+            _LIST.format(name="a", category="adult") + _LIST.format(name="a", category="gambling"),
             "lists[1].name",
             "a",
             "another list has this name",
@@ -411,39 +485,39 @@ _LIST = '[[lists]]\nname = "{name}"\ncategory = "{category}"\npath = "x.txt"\n'
             _LIST.format(name="a", category="adult content"),
             "lists[0].category",
             "adult content",
-            "letters, digits, '-' and '_' only",
+            "no such category",
             id="category-with-space",
         ),
         pytest.param(
             _LIST.format(name="a", category="adult/porn"),
             "lists[0].category",
             "adult/porn",
-            "letters, digits, '-' and '_' only",
+            "no such category",
             id="category-with-slash",
         ),
         pytest.param(
             _LIST.format(name="a", category=""),
             "lists[0].category",
             "",
-            "letters, digits, '-' and '_' only",
+            "no such category",
             id="empty-category",
         ),
         pytest.param(
             _LIST.format(name="a", category="ädult"),
             "lists[0].category",
             "ädult",
-            "letters, digits, '-' and '_' only",
+            "no such category",
             id="category-not-ascii",
         ),
         pytest.param(
-            _LIST.format(name=" ", category="c"),
+            _LIST.format(name=" ", category="adult"),
             "lists[0].name",
             " ",
-            "a list needs a name",
+            "a list needs a printable name",
             id="blank-list-name",
         ),
         pytest.param(
-            '[[lists]]\nname = "a"\ncategory = "c"\npath = "missing.txt"\n',
+            '[[lists]]\nname = "a"\ncategory = "adult"\npath = "missing.txt"\n',
             "lists[0].path",
             "missing.txt",
             "no such file",
@@ -464,7 +538,7 @@ _LIST = '[[lists]]\nname = "{name}"\ncategory = "{category}"\npath = "x.txt"\n'
             id="min-above-max-negative",
         ),
         pytest.param(
-            _LIST.format(name="a", category="c") + 'format = "csv"\n',
+            _LIST.format(name="a", category="adult") + 'format = "csv"\n',
             "lists[0].format",
             "csv",
             "invalid enum value 'csv'",
@@ -484,9 +558,9 @@ def test_errors_name_file_key_value_and_reason(
     assert str(err) == f"{FILE}: {key} = {value!r}: {err.reason}"
 
 
-@pytest.mark.parametrize("missing", ["name", "category", "path"])
+@pytest.mark.parametrize("missing", ["name", "category"])
 def test_missing_required_list_key(tmp_path: Path, missing: str) -> None:
-    fields = {"name": '"a"', "category": '"c"', "path": '"x.txt"'}
+    fields = {"name": '"a"', "category": '"adult"', "path": '"x.txt"'}
     del fields[missing]
     text = "[[lists]]\n" + "".join(f"{k} = {v}\n" for k, v in fields.items())
     err = config_error(text, tmp_path)
@@ -549,13 +623,13 @@ def test_load_a_file(tmp_path: Path) -> None:
     path = tmp_path / "conf" / "agent.toml"
     path.write_text(
         '[server]\nlisten = ["127.0.0.1:5300"]\n'
-        '[[lists]]\nname = "a"\ncategory = "c"\npath = "lists/a.txt"\n',
+        '[[lists]]\nname = "a"\ncategory = "adult"\npath = "lists/a.txt"\n',
         encoding="utf-8",
     )
     c = load(path)
     assert c.source == str(path)
     assert c.listen == (("127.0.0.1", 5300),)
-    assert c.lists[0].path == tmp_path / "conf" / "lists" / "a.txt"
+    assert site_lists(c)[0].path == tmp_path / "conf" / "lists" / "a.txt"
     assert c.state_dir == Path("/var/lib/schoolgate")  # only the bundled default moves it
 
 
@@ -604,8 +678,8 @@ def test_bundled_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         ipaddress.ip_network("::1/128"),
     )
     assert c.filter.block_response == "null"
-    [bundled] = c.lists
-    assert bundled.name == "bundled-encrypted-dns"
+    bundled = c.lists[0]
+    assert bundled.name == "schoolgate-encrypted-dns"
     assert bundled.category == "encrypted-dns"
     assert bundled.format is ListFormat.DOMAINS
     assert bundled.path.is_file()

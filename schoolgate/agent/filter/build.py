@@ -1,8 +1,8 @@
 """Compile list sources into one compiled file (see ``compiled``).
 
-Runs in its own process when the agent starts or reloads (``python -m
-schoolgate.agent.filter.build``) so that the millions of short-lived strings of a compile never
-inflate the resident size of the DNS server; the agent only maps the result.
+Runs in the list worker process (``worker``) when the agent starts, reloads or updates, so
+that the millions of short-lived strings of a compile never inflate the resident size of the
+DNS server; the agent only maps the result.
 """
 
 from __future__ import annotations
@@ -10,12 +10,10 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
-import json
 import os
-import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +26,9 @@ from schoolgate.agent.filter.parsers import ListFormat, ParseReport, detect_form
 from schoolgate.agent.filter.sources import (
     BuildError,
     BuildResult,
+    Candidate,
     ListSource,
     SourceResult,
-    report_lines,
 )
 
 _SNIFF_LINES = 200
@@ -40,7 +38,7 @@ _MAX_SOURCE_SETS = 0xFFFF
 def read_source(source: ListSource) -> tuple[np.ndarray[Any, np.dtype[np.uint64]], SourceResult]:
     """Parse one list into an array of fingerprints, with its report and content digest."""
     digest = hashlib.sha256()
-    report = ParseReport()
+    report = ParseReport(confidential=source.confidential)
     try:
         raw = open(source.path, "rb")  # noqa: SIM115 - closed below, wrapped for text
     except OSError as exc:
@@ -92,19 +90,33 @@ class _Digesting(io.RawIOBase):
         return n
 
 
-def build(sources: Sequence[ListSource], out: Path) -> BuildResult:
-    """Compile ``sources`` into ``out``, replacing it atomically."""
+def build(
+    sources: Sequence[ListSource],
+    out: Path,
+    candidates: Mapping[str, Candidate] | None = None,
+) -> BuildResult:
+    """Compile ``sources`` into ``out``, replacing it atomically.
+
+    A source with a candidate (a fresh download) is read from the candidate; if the candidate
+    passes its checks it replaces the source's file, otherwise it is deleted and the source's
+    last good file is read instead. A source left with no file at all is left out.
+    """
     started = time.monotonic()
     if len(sources) > 0xFFFF:
         raise BuildError("too many lists in one build (at most 65535)")
     chunks = []
     owners = []
-    results = []
-    for index, source in enumerate(sources):
-        prints, result = read_source(source)
+    results: list[SourceResult] = []
+    verdicts: dict[str, str | None] = {}
+    for source in sources:
+        loaded = _read_with_candidate(source, (candidates or {}).get(source.name), verdicts)
+        if loaded is None:
+            continue
+        prints, result = loaded
         chunks.append(prints)
-        owners.append(np.full(len(prints), index, dtype=np.uint16))
+        owners.append(np.full(len(prints), len(results), dtype=np.uint16))
         results.append(result)
+    sources = [r.source for r in results]
     prints_all = np.concatenate(chunks) if chunks else np.zeros(0, np.uint64)
     owners_all = np.concatenate(owners) if owners else np.zeros(0, np.uint16)
     unique_prints, set_ids, set_table = _merge(prints_all, owners_all, len(sources))
@@ -134,6 +146,7 @@ def build(sources: Sequence[ListSource], out: Path) -> BuildResult:
             for r in results
         ],
         "stamps": [s.stamp() for s in sources],
+        "category_names": _category_names(set_ids, set_table, sources, categories),
         # Lookups only probe suffixes with as many labels as some entry has.
         "labels": _label_range(results),
     }
@@ -152,7 +165,42 @@ def build(sources: Sequence[ListSource], out: Path) -> BuildResult:
         seconds=time.monotonic() - started,
         build_id=str(meta["build_id"]),
         sources=results,
+        verdicts=verdicts,
     )
+
+
+def _read_with_candidate(
+    source: ListSource, candidate: Candidate | None, verdicts: dict[str, str | None]
+) -> tuple[np.ndarray[Any, np.dtype[np.uint64]], SourceResult] | None:
+    if candidate is not None:
+        prints, result = read_source(replace(source, path=candidate.path))
+        reason = candidate.refusal(result.report)
+        verdicts[source.name] = reason
+        if reason is None:
+            os.replace(candidate.path, source.path)
+            result.source = source
+            return prints, result
+        candidate.path.unlink(missing_ok=True)
+    if not source.path.exists() and candidate is not None:
+        return None  # never had a good copy: nothing to serve for it yet
+    return read_source(source)
+
+
+def _category_names(
+    set_ids: np.ndarray[Any, Any],
+    set_table: list[list[int]],
+    sources: Sequence[ListSource],
+    categories: list[str],
+) -> dict[str, int]:
+    """Unique names in each category (a name in two lists of one category counts once)."""
+    per_set: list[int] = (
+        np.bincount(set_ids, minlength=len(set_table)).tolist() if len(set_ids) else []
+    )
+    counts = dict.fromkeys(categories, 0)
+    for members, n in zip(set_table, per_set, strict=False):
+        for category in {sources[m].category for m in members}:
+            counts[category] += int(n)
+    return counts
 
 
 def _label_range(results: Sequence[SourceResult]) -> list[int]:
@@ -199,40 +247,3 @@ def _filter(prints: np.ndarray[Any, Any], bits: int) -> bytes:
     flags = np.zeros(bits, dtype=bool)
     flags[(prints % np.uint64(bits)).astype(np.int64)] = True
     return np.packbits(flags, bitorder="little").tobytes()
-
-
-def _main(argv: list[str]) -> int:
-    """Worker entry point: a JSON job on stdin, a JSON result on stdout."""
-    job = json.load(sys.stdin)
-    sources = [
-        ListSource(s["name"], s["category"], Path(s["path"]), ListFormat(s["format"]))
-        for s in job["sources"]
-    ]
-    try:
-        result = build(sources, Path(job["out"]))
-    except BuildError as exc:
-        json.dump({"ok": False, "error": str(exc)}, sys.stdout)
-        return 1
-    json.dump(
-        {
-            "ok": True,
-            "path": str(result.path),
-            "names": result.names,
-            "seconds": result.seconds,
-            "report": list(report_lines(result)),
-            "sources": [
-                {
-                    "name": r.source.name,
-                    **{k: v for k, v in asdict(r.report).items() if k != "format"},
-                }
-                for r in result.sources
-            ],
-        },
-        sys.stdout,
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    os.nice(5)  # a compile must never starve the DNS server on a two-core box
-    sys.exit(_main(sys.argv[1:]))

@@ -88,7 +88,10 @@ class CompiledLists:
         self.path = path
         try:
             with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
+                st = os.fstat(f.fileno())
+                size = st.st_size
+                # Which file this is, so a replacement on disk can be told apart from it.
+                self.identity = (st.st_ino, st.st_mtime_ns)
                 if size < HEADER.size:
                     raise CompiledListError(f"{path}: truncated (only {size} bytes)")
                 self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)

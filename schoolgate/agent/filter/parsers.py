@@ -1,4 +1,4 @@
-"""Readers for the list formats schools meet: plain domains, hosts files and adblock rules.
+"""Readers for the list formats schools meet: plain domains, hosts files, adblock rules and URLs.
 
 A reader never fails on content: comments and blank lines are skipped, every other line either
 yields a name or is counted (invalid, or syntax we do not support) with a few examples kept for
@@ -44,6 +44,10 @@ class ListFormat(StrEnum):
     DOMAINS = "domains"
     HOSTS = "hosts"
     ADBLOCK = "adblock"
+    # A URL list, as licensed feeds deliver: only whole-site entries can be blocked by DNS.
+    URLS = "urls"
+    # A UT1 category tarball: the archive's domains file, one name a line.
+    UT1 = "ut1"
 
 
 @dataclass
@@ -60,8 +64,14 @@ class ParseReport:
     examples: list[str] = field(default_factory=list)
     fewest_labels: int = 255
     most_labels: int = 0
+    # Licensed feeds (the locked categories) must not have their lines copied into reports.
+    confidential: bool = False
 
     def note(self, lineno: int, line: str, reason: str) -> None:
+        if self.confidential:
+            if not self.examples:
+                self.examples.append("(examples withheld: this list is confidential)")
+            return
         if len(self.examples) < _EXAMPLES_KEPT:
             self.examples.append(f"line {lineno}: {reason}: {line[:80]!r}")
 
@@ -185,8 +195,35 @@ def _adblock_line(text: str) -> Iterator[_Outcome]:
     yield _checked(name)
 
 
+def _urls_line(text: str) -> Iterator[_Outcome]:
+    text = text.split(None, 1)[0]
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        rest = scheme
+    elif scheme.lower() not in ("http", "https"):
+        yield ("unsupported", f"not an http or https URL: {scheme[:10]}")
+        return
+    end = len(rest)
+    for mark in "/?#":
+        at = rest.find(mark)
+        if at != -1:
+            end = min(end, at)
+    host, tail = rest[:end], rest[end:]
+    if tail not in ("", "/"):
+        # Blocking the whole host would block far more than the one page the entry names.
+        yield ("unsupported", "a URL with a path: DNS can only block whole sites")
+        return
+    host = host.rpartition("@")[2]
+    if host.startswith("["):
+        yield ("invalid", "an IP address, not a name")
+        return
+    yield _checked(host.rsplit(":", 1)[0] if host.count(":") == 1 else host)
+
+
 _PARSERS: Final = {
     ListFormat.DOMAINS: _domains_line,
     ListFormat.HOSTS: _hosts_line,
     ListFormat.ADBLOCK: _adblock_line,
+    ListFormat.URLS: _urls_line,
+    ListFormat.UT1: _domains_line,
 }

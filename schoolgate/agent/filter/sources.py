@@ -27,6 +27,7 @@ class ListSource:
     category: str
     path: Path
     format: ListFormat = ListFormat.AUTO
+    confidential: bool = False  # a licensed feed: never quote its lines in reports
 
     def stamp(self) -> list[Any]:
         """What must be unchanged for a compiled file to still be current."""
@@ -39,6 +40,36 @@ class ListSource:
             st.st_size,
             st.st_mtime_ns,
         ]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A fresh download of a source, to be checked before it replaces the last good copy."""
+
+    path: Path
+    previous_entries: int
+    max_shrink: float
+    force: bool = False
+
+    def refusal(self, report: ParseReport) -> str | None:
+        """Why this download must not go into service, or None when it may."""
+        if report.entries == 0:
+            return (
+                f"no entries in {report.lines} lines ({report.invalid} invalid,"
+                f" {report.unsupported} unsupported)"
+            )
+        if report.invalid > report.entries:
+            return (
+                f"not a list: {report.invalid} invalid lines against {report.entries} entries"
+                " (an error page or the wrong format?)"
+            )
+        floor = self.previous_entries * (1 - self.max_shrink)
+        if not self.force and report.entries < floor:
+            return (
+                f"shrank from {self.previous_entries} to {report.entries} entries, more than"
+                f" {self.max_shrink:.0%} at once (run 'lists update --force' to accept it)"
+            )
+        return None
 
 
 @dataclass
@@ -56,6 +87,8 @@ class BuildResult:
     seconds: float
     build_id: str
     sources: list[SourceResult] = field(default_factory=list)
+    # For each candidate download: None when it went into service, else why it was refused.
+    verdicts: dict[str, str | None] = field(default_factory=dict)
 
 
 def is_current(compiled: CompiledLists, sources: Sequence[ListSource]) -> bool:

@@ -1,8 +1,9 @@
 """Where compiled builds live, and how a new one replaces the one in service.
 
 ``current.sgl`` is the build in service and ``previous.sgl`` the one before it. A new build is
-compiled by a worker process into ``next.sgl``, opened and checked, and only then renamed over
-``current.sgl``. Anything that fails on the way leaves the running build as it was.
+made by the list worker (``worker``) in its own process: it downloads what it is asked to,
+compiles into ``next.sgl``, opens and checks it, and only then renames it over ``current.sgl``.
+Anything that fails on the way leaves the running build as it was.
 """
 
 from __future__ import annotations
@@ -10,16 +11,45 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from schoolgate.agent.filter.compiled import CompiledListError, CompiledLists
+from schoolgate.agent.filter.downloads import DownloadStore
 from schoolgate.agent.filter.sources import BuildError, ListSource, is_current
+from schoolgate.agent.filter.worker import promote
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RemoteSource:
+    """A source the worker downloads: the name it has in builds, and where it comes from."""
+
+    name: str
+    url: str
+    shown_url: str
+    member: str = ""
+
+
+@dataclass
+class WorkerResult:
+    """A build the worker put in service, with its report and what each download did."""
+
+    lists: CompiledLists
+    report: list[str]
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class UpdateError(BuildError):
+    """An update that produced no build; ``sources`` says what each download did."""
+
+    def __init__(self, message: str, sources: dict[str, dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.sources = sources
 
 
 class ListStore:
@@ -28,6 +58,7 @@ class ListStore:
         self.current = self.dir / "current.sgl"
         self.previous = self.dir / "previous.sgl"
         self.next = self.dir / "next.sgl"
+        self.downloads = DownloadStore(self.dir)
 
     def open_current(self, sources: Sequence[ListSource]) -> CompiledLists | None:
         """The current build when it is intact and made from exactly ``sources``."""
@@ -43,44 +74,66 @@ class ListStore:
         return None
 
     async def compile(self, sources: Sequence[ListSource]) -> tuple[CompiledLists, list[str]]:
-        """Compile ``sources`` in a worker process and put the result in service on disk.
+        """Compile ``sources`` as they are on disk and put the result in service.
 
         Returns the new build and the worker's report, one line per list and a summary.
         """
-        self.dir.mkdir(parents=True, exist_ok=True)
+        result = await self._work({"sources": _jobs(sources)})
+        return result.lists, result.report
+
+    async def update(
+        self,
+        sources: Sequence[ListSource],
+        remote: Sequence[RemoteSource],
+        limits: dict[str, Any],
+        max_shrink: float,
+        force: bool = False,
+    ) -> WorkerResult:
+        """Download ``remote``, compile every source and put the result in service.
+
+        ``sources`` holds every source, the downloaded ones at their last-good paths.
+        """
         job = {
-            "out": str(self.next),
-            "sources": [
-                {
-                    "name": s.name,
-                    "category": s.category,
-                    "path": str(s.path),
-                    "format": s.format.value,
-                }
-                for s in sources
+            "sources": _jobs(sources),
+            "remote": [
+                {"name": r.name, "url": r.url, "shown_url": r.shown_url, "member": r.member}
+                for r in remote
             ],
+            "fetch": True,
+            "limits": limits,
+            "max_shrink": max_shrink,
+            "force": force,
         }
+        return await self._work(job)
+
+    async def _work(self, job: dict[str, Any]) -> WorkerResult:
+        job["lists_dir"] = str(self.dir)
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "schoolgate.agent.filter.build",
+            "schoolgate.agent.filter.worker",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        out, err = await proc.communicate(json.dumps(job).encode())
+        try:
+            out, err = await proc.communicate(json.dumps(job).encode())
+        except asyncio.CancelledError:
+            # The agent is stopping: the worker must not outlive it holding the lock.
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            raise
         result = _worker_result(out, err, proc.returncode)
-        report = [line.replace(str(self.next), str(self.current)) for line in result["report"]]
-        return self.promote(), report
+        lists = CompiledLists(self.current)
+        return WorkerResult(lists, result["report"], result.get("sources", {}))
 
     def promote(self) -> CompiledLists:
-        """Open ``next.sgl``; if it is sound, make it current and keep the old one as previous."""
-        lists = CompiledLists(self.next)  # raises CompiledListError when the build is bad
-        if self.current.exists():
-            os.replace(self.current, self.previous)
-        os.replace(self.next, self.current)
-        lists.path = self.current
-        return lists
+        """Open ``next.sgl``; if it is sound, make it current and keep the old one as previous.
+
+        The worker does this itself while it holds the lock; this is for builds made here.
+        """
+        return promote(self.dir)
 
     def open_fallback(self) -> CompiledLists | None:
         """The newest intact build on disk, whatever its sources: better than no filter."""
@@ -92,6 +145,19 @@ class ListStore:
         return None
 
 
+def _jobs(sources: Sequence[ListSource]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": s.name,
+            "category": s.category,
+            "path": str(s.path),
+            "format": s.format.value,
+            "confidential": s.confidential,
+        }
+        for s in sources
+    ]
+
+
 def _worker_result(out: bytes, err: bytes, returncode: int | None) -> dict[str, Any]:
     try:
         result: dict[str, Any] = json.loads(out) if out else {}
@@ -99,9 +165,8 @@ def _worker_result(out: bytes, err: bytes, returncode: int | None) -> dict[str, 
         result = {}
     if returncode == 0 and result.get("ok"):
         return result
-    reason = (
-        result.get("error")
-        or err.decode("utf-8", "replace").strip().splitlines()[-1:]
-        or [f"worker exited with {returncode}"]
+    reason = result.get("error") or next(
+        reversed(err.decode("utf-8", "replace").strip().splitlines()),
+        f"the list worker exited with {returncode}",
     )
-    raise BuildError(reason if isinstance(reason, str) else reason[0])
+    raise UpdateError(reason, result.get("sources", {}))

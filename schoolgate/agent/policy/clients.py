@@ -8,10 +8,10 @@ then every allowed client belongs to the default group.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Final
 
-from schoolgate.agent.policy.decision import Decision
+from schoolgate.agent.policy.decision import Action, Decision
 
 _MEMO_LIMIT: Final = 65_536
 
@@ -21,10 +21,12 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 class Group:
     """A group of clients sharing one policy; it owns the memo of its decisions."""
 
-    __slots__ = ("memo", "name", "name_memo")
+    __slots__ = ("actions", "memo", "name", "name_memo")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, actions: Mapping[str, Action] | None = None) -> None:
         self.name = name
+        # The action for each category; a category missing here is blocked.
+        self.actions: Mapping[str, Action] = actions or {}
         # Decisions by query key and by bare name (CNAME targets), for this policy version.
         self.memo: dict[bytes, Decision] = {}
         self.name_memo: dict[bytes, Decision] = {}

@@ -1,71 +1,133 @@
-"""The decision stage: is this name allowed for this client's group?
+"""The decision stage: what does this client's group do with this name?
 
 Decisions are pure functions of (group, question) for one policy version and one list build, so
 they are memoized per group and the memo is dropped whenever either changes. A memo hit is one
 dictionary lookup; a miss walks the suffixes of the name in the compiled lists.
+
+When a name is in several categories the strongest action wins (block+alert, then block, then
+alert), so a name in both ``games`` (allowed) and ``adult`` (blocked) is blocked, and a blocking
+category and an alerting one together give block+alert. The decision names the category that
+mattered most: the one with the strongest action, the more serious tier breaking ties.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 from typing import Final
 
 from schoolgate.agent.dns.wire import Query, name_labels, wire_to_text
 from schoolgate.agent.filter.compiled import CompiledLists
+from schoolgate.agent.policy.categories import TIER_ORDER, Taxonomy
 from schoolgate.agent.policy.clients import Group
 from schoolgate.agent.policy.decision import ALLOWED, Action, Decision
 
 _MEMO_LIMIT: Final = 20_000
+_ACTION_RANK: Final = {
+    Action.BLOCK_ALERT: 0,
+    Action.BLOCK: 1,
+    Action.ALERT: 2,
+    Action.ALLOW: 3,
+}
+
+
+class _Rules:
+    """One group's actions turned into masks over the build's category bits."""
+
+    __slots__ = ("acting_mask", "actions", "alert_mask", "block_mask")
+
+    def __init__(self, lists: CompiledLists, actions: Mapping[str, Action]) -> None:
+        self.actions = actions
+        self.block_mask = 0
+        self.alert_mask = 0
+        for bit, category in enumerate(lists.categories):
+            # A category the build has but the policy does not know is blocked: lists are only
+            # ever added to be acted on, and failing open would be the wrong way to fail.
+            action = actions.get(category, Action.BLOCK)
+            if action.blocks:
+                self.block_mask |= 1 << bit
+            if action.alerts:
+                self.alert_mask |= 1 << bit
+        self.acting_mask = self.block_mask | self.alert_mask
 
 
 class Decider:
-    """Blocks every name covered by a list of a blocked category."""
+    """Applies each group's category actions to the compiled lists."""
 
-    def __init__(self, lists: CompiledLists, blocked: Iterable[str] | None = None) -> None:
+    def __init__(self, lists: CompiledLists, taxonomy: Taxonomy | None = None) -> None:
         self.lists = lists
-        wanted = set(lists.categories if blocked is None else blocked)
-        self.blocked_mask = sum(1 << i for i, c in enumerate(lists.categories) if c in wanted)
+        self.taxonomy = taxonomy
+        self._rules: dict[str, _Rules] = {}
+
+    def rules(self, group: Group) -> _Rules:
+        rules = self._rules.get(group.name)
+        if rules is None:
+            rules = self._rules[group.name] = _Rules(self.lists, group.actions)
+        return rules
 
     def decide(self, group: Group, query: Query) -> Decision:
         """The decision for ``query``; raises ``MalformedQuery`` for a name whose labels are bad."""
         decision = group.memo.get(query.key)
         if decision is None:
-            decision = self._remember(group.memo, query.key, query.qname, query.labels)
+            decision = self._remember(group, group.memo, query.key, query.qname, query.labels)
         return decision
 
     def decide_name(self, group: Group, wire: bytes) -> Decision:
         """The decision for a bare name (a CNAME target), whatever the record type."""
         decision = group.name_memo.get(wire)
         if decision is None:
-            decision = self._remember(group.name_memo, wire, wire, name_labels(wire))
+            decision = self._remember(group, group.name_memo, wire, wire, name_labels(wire))
         return decision
 
     def _remember(
-        self, memo: dict[bytes, Decision], key: bytes, qname: bytes, labels: list[int]
+        self,
+        group: Group,
+        memo: dict[bytes, Decision],
+        key: bytes,
+        qname: bytes,
+        labels: list[int],
     ) -> Decision:
-        decision = self._decide(qname, labels)
+        decision = self._decide(group, qname, labels)
         if len(memo) >= _MEMO_LIMIT:
             memo.clear()  # bounded: a flood of random names must not grow memory
         memo[key] = decision
         return decision
 
-    def _decide(self, qname: bytes, labels: list[int]) -> Decision:
-        if not self.blocked_mask or not self.lists.lookup(qname, labels) & self.blocked_mask:
+    def _decide(self, group: Group, qname: bytes, labels: list[int]) -> Decision:
+        rules = self.rules(group)
+        if not rules.acting_mask or not self.lists.lookup(qname, labels) & rules.acting_mask:
             return ALLOWED
-        return self.explain(qname, labels)
+        return self.explain(group, qname, labels)
 
-    def explain(self, qname: bytes, labels: list[int]) -> Decision:
-        """The full decision with its reasons (the slow path, also used by ``check``)."""
-        lists = self.lists
-        blocked = set(lists.category_names(self.blocked_mask))
-        for offset, sources in lists.matches(qname, labels):
-            blocking = [s for s in sources if s.category in blocked]
-            if blocking:
-                return Decision(
-                    Action.BLOCK,
-                    rule="list",
-                    category=blocking[0].category,
-                    entry=wire_to_text(qname[offset:]).rstrip("."),
-                    lists=tuple(s.name for s in blocking),
-                )
-        return ALLOWED
+    def explain(self, group: Group, qname: bytes, labels: list[int]) -> Decision:
+        """The full decision with its reasons (the slow path, also used by ``check``).
+
+        Categories the group allows are reported too when nothing else matched, so that
+        ``check`` can say which category a name is in even when it is let through.
+        """
+        actions = self.rules(group).actions
+        found: list[tuple[Action, str, int, tuple[str, ...]]] = []
+        for offset, sources in self.lists.matches(qname, labels):
+            for category in dict.fromkeys(s.category for s in sources):
+                names = tuple(s.name for s in sources if s.category == category)
+                found.append((actions.get(category, Action.BLOCK), category, offset, names))
+        if not found:
+            return ALLOWED
+        blocks = any(action.blocks for action, *_ in found)
+        alerts = any(action.alerts for action, *_ in found)
+        _, category, offset, names = min(found, key=self._severity)
+        rule = "category" if blocks or alerts else "category allowed"
+        return Decision(
+            Action.combine(blocks, alerts),
+            rule=rule,
+            category=category,
+            entry=wire_to_text(qname[offset:]).rstrip("."),
+            lists=names,
+        )
+
+    def _severity(self, item: tuple[Action, str, int, tuple[str, ...]]) -> tuple[int, int, int]:
+        action, category, offset, _ = item
+        tier = 99
+        if self.taxonomy is not None and category in self.taxonomy:
+            tier = TIER_ORDER[self.taxonomy[category].tier]
+        # The most specific entry (the longest matching suffix, smallest offset) breaks ties.
+        return (_ACTION_RANK[action], tier, offset)

@@ -6,14 +6,32 @@ from enum import StrEnum
 
 
 class Action(StrEnum):
+    """What the policy does with a category: the four actions a school can choose."""
+
     ALLOW = "allow"
     BLOCK = "block"
+    ALERT = "alert"  # let through, and raise an alert
+    BLOCK_ALERT = "block+alert"
+
+    @property
+    def blocks(self) -> bool:
+        return self in (Action.BLOCK, Action.BLOCK_ALERT)
+
+    @property
+    def alerts(self) -> bool:
+        return self in (Action.ALERT, Action.BLOCK_ALERT)
+
+    @staticmethod
+    def combine(blocks: bool, alerts: bool) -> Action:
+        if blocks:
+            return Action.BLOCK_ALERT if alerts else Action.BLOCK
+        return Action.ALERT if alerts else Action.ALLOW
 
 
 class Decision:
     """A decision with its reasons: the category, the list entry that matched and its lists."""
 
-    __slots__ = ("action", "blocked", "category", "entry", "lists", "rule")
+    __slots__ = ("action", "alert", "blocked", "category", "entry", "lists", "rule")
 
     def __init__(
         self,
@@ -24,7 +42,8 @@ class Decision:
         lists: tuple[str, ...] = (),
     ) -> None:
         self.action = action
-        self.blocked = action is Action.BLOCK
+        self.blocked = action.blocks
+        self.alert = action.alerts
         self.rule = rule
         self.category = category
         self.entry = entry

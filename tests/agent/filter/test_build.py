@@ -1,13 +1,9 @@
-"""Compiling list sources: reports, errors, size, merging, and the worker process."""
+"""Compiling list sources: reports, errors, size and merging."""
 
 from __future__ import annotations
 
 import hashlib
-import json
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -249,73 +245,6 @@ def test_build_ids_differ_with_content(tmp_path: Path) -> None:
 
 
 # --- the worker process --------------------------------------------------------------------------
-
-
-def run_worker(job: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "schoolgate.agent.filter.build"],
-        input=json.dumps(job),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    result: dict[str, Any] = json.loads(proc.stdout)
-    return proc.returncode, result
-
-
-def test_worker_builds_from_a_json_job(tmp_path: Path) -> None:
-    src = make_source(tmp_path, "school", "adult", MIXED_DOMAINS)
-    hosts = make_source(tmp_path, "hosts", "ads", "0.0.0.0 ads.example\n")
-    out = tmp_path / "state" / "next.sgl"
-    code, result = run_worker(
-        {
-            "out": str(out),
-            "sources": [
-                {"name": "school", "category": "adult", "path": str(src.path), "format": "auto"},
-                {"name": "hosts", "category": "ads", "path": str(hosts.path), "format": "hosts"},
-            ],
-        }
-    )
-    assert code == 0
-    assert result["ok"] is True
-    assert result["path"] == str(out)
-    assert result["names"] == 3
-    assert result["seconds"] >= 0
-    assert result["report"][0].startswith("school (adult, domains): 3 entries, 3 invalid")
-    assert result["report"][-1].startswith("compiled 3 unique names")
-    school = result["sources"][0]
-    assert school["name"] == "school"
-    assert (school["entries"], school["invalid"], school["lines"]) == (3, 3, 8)
-    assert school["examples"][0].startswith("line 3:")
-    assert "format" not in school
-    lists = CompiledLists(out)
-    try:
-        assert categories_of(lists, "x.ads.example") == ["ads"]
-        assert categories_of(lists, "good.example") == ["adult"]
-    finally:
-        lists.close()
-
-
-def test_worker_reports_a_failed_build(tmp_path: Path) -> None:
-    out = tmp_path / "next.sgl"
-    code, result = run_worker(
-        {
-            "out": str(out),
-            "sources": [
-                {
-                    "name": "gone",
-                    "category": "adult",
-                    "path": str(tmp_path / "gone.txt"),
-                    "format": "domains",
-                }
-            ],
-        }
-    )
-    assert code == 1
-    assert result["ok"] is False
-    assert "list 'gone': cannot read" in result["error"]
-    assert not out.exists()
 
 
 # --- byte-order marks ----------------------------------------------------------------------------

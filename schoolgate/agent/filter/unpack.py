@@ -1,0 +1,108 @@
+"""Turning a downloaded file into a list file: plain, gzip/bzip2/xz, or a tar archive.
+
+The kind is read from the file's first bytes, not its name or the server's headers. From a tar
+archive one member is taken (``member`` is a glob such as ``adult/domains``); its content is
+copied to our own file name, so no path inside an archive ever reaches the file system. Output
+is capped, so a small archive that unpacks to gigabytes (a "zip bomb") is refused rather than
+filling the disk. A truncated or corrupt archive is an ``UnpackError``.
+"""
+
+from __future__ import annotations
+
+import bz2
+import fnmatch
+import gzip
+import lzma
+import os
+import tarfile
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Final, cast
+
+_CHUNK: Final = 256 * 1024
+_TAR_MAGIC_AT: Final = 257
+
+
+class UnpackError(Exception):
+    """A download that cannot be unpacked into a list."""
+
+
+def unpack(raw: Path, out: Path, member: str, max_bytes: int) -> None:
+    """Write the list held in ``raw`` to ``out`` (atomically), at most ``max_bytes`` of it."""
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with open(raw, "rb") as f:
+            head = f.read(6)
+        opener = _decompressor(head)
+        with opener(raw) as stream:
+            peek = stream.read(_TAR_MAGIC_AT + 8)
+            is_tar = peek[_TAR_MAGIC_AT : _TAR_MAGIC_AT + 5] == b"ustar"
+        if is_tar:
+            _from_tar(raw, tmp, member or "*", max_bytes)
+        elif member:
+            raise UnpackError(f"expected a tar archive holding {member!r}, got a plain file")
+        elif opener is _plain_open:
+            # Already a list: the download was capped by size, so it only moves.
+            if raw.stat().st_size > max_bytes:
+                raise UnpackError(f"more than {max_bytes} bytes (updates.max_list_mb): refused")
+            os.replace(raw, tmp)
+        else:
+            with opener(raw) as stream, open(tmp, "wb") as dest:
+                _copy(stream, dest, max_bytes)
+        os.replace(tmp, out)
+    except (EOFError, OSError, zlib.error, lzma.LZMAError, tarfile.TarError) as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise  # a real file-system error (disk full), not a bad archive
+        raise UnpackError(f"truncated or corrupt archive: {exc or type(exc).__name__}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _decompressor(head: bytes) -> Callable[[Path], IO[bytes]]:
+    if head.startswith(b"\x1f\x8b"):
+        return lambda path: cast(IO[bytes], gzip.open(path, "rb"))
+    if head.startswith(b"BZh"):
+        return lambda path: cast(IO[bytes], bz2.open(path, "rb"))
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return lambda path: cast(IO[bytes], lzma.open(path, "rb"))
+    return _plain_open
+
+
+def _plain_open(path: Path) -> IO[bytes]:
+    return open(path, "rb")
+
+
+def _from_tar(raw: Path, dest_path: Path, member: str, max_bytes: int) -> None:
+    seen: list[str] = []
+    # Streaming mode: members are read in order, never seeking, whatever the compression.
+    with tarfile.open(raw, mode="r|*") as archive:
+        for info in archive:
+            if not info.isfile():
+                continue
+            if fnmatch.fnmatchcase(info.name.lstrip("./"), member):
+                source = archive.extractfile(info)
+                if source is None:  # pragma: no cover - isfile() members always have data
+                    break
+                with open(dest_path, "wb") as dest:
+                    _copy(source, dest, max_bytes)
+                return
+            if len(seen) < 10:
+                seen.append(info.name)
+    shown = ", ".join(seen) or "no files"
+    raise UnpackError(f"the archive has no file matching {member!r} (it has: {shown})")
+
+
+def _copy(source: IO[bytes], dest: IO[bytes], max_bytes: int) -> None:
+    written = 0
+    while chunk := source.read(_CHUNK):
+        written += len(chunk)
+        if written > max_bytes:
+            raise UnpackError(
+                f"unpacks to more than {max_bytes} bytes (updates.max_list_mb): refused"
+            )
+        dest.write(chunk)
+    dest.flush()
+    os.fsync(dest.fileno())

@@ -1,0 +1,268 @@
+"""The list worker: downloads sources, compiles a build and puts it in service, in its own process.
+
+``python -m schoolgate.agent.filter.worker`` reads a JSON job on stdin and writes a JSON result
+on stdout. It runs apart from the DNS server so that downloads, archives, numpy and the millions
+of short-lived strings of a compile never touch the server's memory or its event loop, and it
+runs at a lower priority so that a compile never starves DNS on a two-core box.
+
+One worker at a time works on a state directory (a lock file), so the agent's scheduled update
+and an operator's ``lists update`` or ``lists compile`` cannot interleave. The worker itself puts
+the new build in service (``current.sgl``, the old one kept as ``previous.sgl``) while it holds
+the lock; whoever started it then maps ``current.sgl``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from schoolgate.agent.filter.build import build
+from schoolgate.agent.filter.compiled import CompiledListError, CompiledLists
+from schoolgate.agent.filter.downloads import DownloadState, DownloadStore
+from schoolgate.agent.filter.fetch import FetchError, FetchLimits, client, fetch
+from schoolgate.agent.filter.parsers import ListFormat
+from schoolgate.agent.filter.sources import (
+    BuildError,
+    BuildResult,
+    Candidate,
+    ListSource,
+    report_lines,
+)
+from schoolgate.agent.filter.unpack import UnpackError, unpack
+
+_PARALLEL_DOWNLOADS = 4
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A source to download: where from, and how to turn the download into a list."""
+
+    name: str
+    url: str
+    shown_url: str  # without a password
+    member: str
+
+
+@dataclass
+class Fetch:
+    """What happened to one download."""
+
+    status: str  # "new", "unchanged" or "failed"
+    error: str = ""
+    etag: str = ""
+    last_modified: str = ""
+
+
+@contextmanager
+def locked(lists_dir: Path) -> Iterator[None]:
+    """Hold the state directory's list lock, waiting for another worker if need be."""
+    lists_dir.mkdir(parents=True, exist_ok=True)
+    with open(lists_dir / ".lock", "a+b") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("waiting for another list update to finish", file=sys.stderr, flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def promote(lists_dir: Path) -> CompiledLists:
+    """Open ``next.sgl``; if it is sound, make it current and keep the old one as previous."""
+    current, previous, nxt = (lists_dir / n for n in ("current.sgl", "previous.sgl", "next.sgl"))
+    lists = CompiledLists(nxt)  # raises CompiledListError when the build is bad
+    if current.exists():
+        os.replace(current, previous)
+    os.replace(nxt, current)
+    lists.path = current
+    return lists
+
+
+def download_all(
+    remotes: Sequence[Remote], store: DownloadStore, state: DownloadState, limits: FetchLimits
+) -> dict[str, Fetch]:
+    """Download every remote source into its candidate file; never raises for one source."""
+
+    def one(remote: Remote) -> Fetch:
+        known = state.get(remote.name)
+        have_copy = store.last_good(remote.name).exists()
+        try:
+            with client(limits) as http:
+                got = fetch(
+                    http,
+                    remote.url,
+                    store.download(remote.name),
+                    limits,
+                    # Validators only when there is a copy they describe: a 304 must never
+                    # leave a source with nothing.
+                    etag=known.etag if have_copy else "",
+                    last_modified=known.last_modified if have_copy else "",
+                )
+            if not got.changed:
+                return Fetch("unchanged", etag=got.etag, last_modified=got.last_modified)
+            unpack(
+                store.download(remote.name),
+                store.candidate(remote.name),
+                remote.member,
+                limits.max_list_bytes,
+            )
+            return Fetch("new", etag=got.etag, last_modified=got.last_modified)
+        except (FetchError, UnpackError) as exc:
+            return Fetch("failed", str(exc))
+        except OSError as exc:
+            return Fetch("failed", f"cannot store the download: {exc.strerror or exc}")
+        finally:
+            store.download(remote.name).unlink(missing_ok=True)
+
+    store.dir.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(_PARALLEL_DOWNLOADS, thread_name_prefix="download") as pool:
+        return dict(zip((r.name for r in remotes), pool.map(one, remotes), strict=True))
+
+
+def run(job: dict[str, Any]) -> dict[str, Any]:
+    """Do one job (see the module docstring); returns the JSON-able result."""
+    lists_dir = Path(job["lists_dir"])
+    store = DownloadStore(lists_dir)
+    sources = [
+        ListSource(
+            s["name"],
+            s["category"],
+            Path(s["path"]),
+            ListFormat(s["format"]),
+            confidential=bool(s.get("confidential")),
+        )
+        for s in job["sources"]
+    ]
+    remotes = [Remote(**r) for r in job.get("remote", [])]
+    with locked(lists_dir):
+        state = store.load()
+        fetched: dict[str, Fetch] = {}
+        started = time.time()
+        if job.get("fetch"):
+            lim = job["limits"]
+            limits = FetchLimits(
+                lim["timeout"],
+                lim["max_download_bytes"],
+                lim["max_redirects"],
+                lim["max_list_bytes"],
+            )
+            fetched = download_all(remotes, store, state, limits)
+        candidates = {
+            name: Candidate(
+                store.candidate(name),
+                state.get(name).entries if store.last_good(name).exists() else 0,
+                float(job.get("max_shrink", 0.5)),
+                force=bool(job.get("force")),
+            )
+            for name, f in fetched.items()
+            if f.status == "new"
+        }
+        remote_names = {r.name for r in remotes}
+        usable = [
+            s
+            for s in sources
+            if s.name not in remote_names or s.path.exists() or s.name in candidates
+        ]
+        try:
+            result = build(usable, lists_dir / "next.sgl", candidates)
+            lists = promote(lists_dir)
+        except (BuildError, CompiledListError, OSError) as exc:
+            for c in candidates.values():
+                c.path.unlink(missing_ok=True)
+            _record(state, remotes, fetched, None, started)
+            store.save(state)
+            reason = str(exc) if not isinstance(exc, OSError) else f"cannot write: {exc}"
+            return {"ok": False, "error": reason, "sources": _statuses(state, remotes, fetched)}
+        build_id = lists.build_id
+        lists.close()
+        _record(state, remotes, fetched, result, started)
+        store.save(state)
+        store.forget_others({r.name for r in remotes})
+    shown = str(lists_dir / "current.sgl")
+    report = [line.replace(str(lists_dir / "next.sgl"), shown) for line in report_lines(result)]
+    return {
+        "ok": True,
+        "build_id": build_id,
+        "names": result.names,
+        "seconds": result.seconds,
+        "report": report,
+        "sources": _statuses(state, remotes, fetched, result),
+    }
+
+
+def _record(
+    state: DownloadState,
+    remotes: Sequence[Remote],
+    fetched: dict[str, Fetch],
+    result: BuildResult | None,
+    now: float,
+) -> None:
+    reports = {r.source.name: r for r in result.sources} if result else {}
+    for remote in remotes:
+        s = state.get(remote.name)
+        s.url = remote.shown_url
+        f = fetched.get(remote.name)
+        verdict = result.verdicts.get(remote.name) if result else None
+        if f is not None:
+            s.last_attempt = now
+            refused = f.status == "new" and (result is None or verdict is not None)
+            if f.status == "failed" or refused:
+                s.error = f.error if f.status == "failed" else (verdict or "the build failed")
+                s.failures += 1
+            else:
+                s.error = ""
+                s.failures = 0
+                s.last_success = now
+                if f.status == "new":
+                    s.etag, s.last_modified = f.etag, f.last_modified
+                    s.last_change = now
+        served = reports.get(remote.name)
+        if served is not None:
+            s.entries = served.report.entries
+            s.sha256 = served.sha256
+            try:
+                s.size = served.source.path.stat().st_size
+            except OSError:
+                s.size = 0
+
+
+def _statuses(
+    state: DownloadState,
+    remotes: Sequence[Remote],
+    fetched: dict[str, Fetch],
+    result: BuildResult | None = None,
+) -> dict[str, dict[str, Any]]:
+    out = {}
+    for remote in remotes:
+        s = state.get(remote.name)
+        f = fetched.get(remote.name)
+        if f is None:
+            status = "kept"
+        elif f.status == "new" and result is not None and result.verdicts.get(remote.name) is None:
+            status = "updated"
+        elif f.status == "new":
+            status = "refused"
+        else:
+            status = f.status
+        out[remote.name] = {"status": status, "error": s.error, "entries": s.entries}
+    return out
+
+
+def _main() -> int:
+    job = json.load(sys.stdin)
+    result = run(job)
+    json.dump(result, sys.stdout)
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    os.nice(5)  # a compile must never starve the DNS server on a two-core box
+    sys.exit(_main())

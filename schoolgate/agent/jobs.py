@@ -1,0 +1,187 @@
+"""The agent's background jobs, on one APScheduler scheduler in the agent's event loop.
+
+* ``lists-update``: download every list source, compile, swap the new build in. Every
+  ``updates.interval`` seconds with up to ``updates.jitter`` seconds of random delay, so that a
+  district's schools do not all knock on a list host at the same moment. The first run is
+  timed from the last success recorded on disk, so a box that reboots every night still
+  updates once a day rather than never, and a fresh install fetches its lists straight away.
+  When a source fails it is tried again sooner (15 minutes, doubling up to the interval).
+* ``lists-watch``: every few seconds, notice a build put in service by another process
+  (``schoolgate-agent lists update`` or ``lists compile``) and serve it.
+
+Jobs only ever start work in the list worker process or read a few bytes of metadata: nothing
+here blocks the DNS event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Final
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from schoolgate.agent import lists as lists_mod
+from schoolgate.agent.filter.compiled import CompiledListError
+from schoolgate.agent.filter.sources import BuildError
+from schoolgate.agent.filter.store import ListStore, UpdateError, WorkerResult
+
+if TYPE_CHECKING:
+    from schoolgate.agent.app import Agent
+
+log = logging.getLogger(__name__)
+
+FIRST_RUN_DELAY: Final = 5.0  # seconds after start: let the listeners settle first
+WATCH_INTERVAL: Final = 5.0
+RETRY_FIRST: Final = 900.0
+_LAUNCH_JITTER_CAP: Final = 300.0
+
+
+class Jobs:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.scheduler: AsyncIOScheduler | None = None
+        self.last_update: WorkerResult | None = None
+        self.updating = False
+        self._running: asyncio.Task[object] | None = None
+
+    def start(self) -> None:
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self.scheduler.add_job(
+            self._watch,
+            IntervalTrigger(seconds=WATCH_INTERVAL, timezone=UTC),
+            id="lists-watch",
+            coalesce=True,
+            max_instances=1,
+        )
+        self.scheduler.start()
+        self.reschedule()
+
+    def reschedule(self) -> None:
+        """(Re)plan the update job from the configuration and what is on disk."""
+        scheduler = self.scheduler
+        if scheduler is None:
+            return
+        for job_id in ("lists-update", "lists-retry"):
+            if scheduler.get_job(job_id) is not None:
+                scheduler.remove_job(job_id)
+        config = self.agent.config
+        if not config.updates.enabled or not config.remote_lists:
+            return
+        u = config.updates
+        first = datetime.now(UTC) + timedelta(seconds=self._first_delay())
+        scheduler.add_job(
+            self.run_update,
+            IntervalTrigger(seconds=u.interval, jitter=u.jitter or None, timezone=UTC),
+            id="lists-update",
+            next_run_time=first,
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=u.interval,
+        )
+        log.info("next list update at %s", first.strftime("%Y-%m-%d %H:%M:%S UTC"))
+
+    def _first_delay(self) -> float:
+        config = self.agent.config
+        u = config.updates
+        state = ListStore(config.state_dir).downloads.load()
+        successes = [state.get(r.name).last_success for r in config.remote_lists]
+        oldest = min(successes, default=0.0)
+        due_in = oldest + u.interval - time.time() if oldest else 0.0
+        if due_in <= FIRST_RUN_DELAY:
+            return FIRST_RUN_DELAY + random.uniform(0, min(u.jitter, _LAUNCH_JITTER_CAP))
+        return due_in + random.uniform(0, u.jitter)
+
+    async def run_update(self, force: bool = False) -> WorkerResult | None:
+        """Download, compile and serve; returns None when the update produced no build."""
+        config = self.agent.config
+        self.updating = True
+        self._running = asyncio.current_task()
+        started = time.monotonic()
+        try:
+            result = await lists_mod.update(config, force=force)
+        except UpdateError as exc:
+            log.error("list update made no new build, the running lists stay: %s", exc)
+            self._log_sources(exc.sources)
+            self._plan_retry(exc.sources)
+            return None
+        except (BuildError, CompiledListError, OSError) as exc:
+            log.error("list update failed, the running lists stay: %s", exc)
+            return None
+        finally:
+            self.updating = False
+            self._running = None
+        if config is self.agent.config:
+            self.agent.use_lists(result.lists)
+        else:
+            # A reload happened meanwhile and brought its own build; this one is for the old
+            # configuration, and the watcher will pick up whatever is current.
+            result.lists.close()
+        self.last_update = result
+        self._log_sources(result.sources)
+        self._plan_retry(result.sources)
+        log.info(
+            "list update done in %.1f s: %d names, build %s",
+            time.monotonic() - started,
+            result.lists.count,
+            result.lists.build_id,
+        )
+        return result
+
+    @staticmethod
+    def _log_sources(sources: dict[str, dict[str, object]]) -> None:
+        for name, s in sources.items():
+            if s["status"] in ("failed", "refused"):
+                log.warning(
+                    "list source %s %s, its last good copy stays in service (%s entries): %s",
+                    name,
+                    s["status"],
+                    s["entries"],
+                    s["error"],
+                )
+            else:
+                log.info("list source %s: %s, %s entries", name, s["status"], s["entries"])
+
+    def _plan_retry(self, sources: dict[str, dict[str, object]]) -> None:
+        scheduler = self.scheduler
+        if scheduler is None or not any(
+            s["status"] in ("failed", "refused") for s in sources.values()
+        ):
+            return
+        config = self.agent.config
+        state = ListStore(config.state_dir).downloads.load()
+        failures = max((state.get(n).failures for n in sources), default=1)
+        delay = min(config.updates.interval, RETRY_FIRST * 2 ** max(failures - 1, 0))
+        when = datetime.now(UTC) + timedelta(seconds=delay)
+        upcoming = scheduler.get_job("lists-update")
+        if upcoming is not None and upcoming.next_run_time <= when:
+            return
+        scheduler.add_job(
+            self.run_update,
+            DateTrigger(when, timezone=UTC),
+            id="lists-retry",
+            replace_existing=True,
+        )
+        log.info("failed list sources will be tried again at %s", when.strftime("%H:%M UTC"))
+
+    async def _watch(self) -> None:
+        if not self.updating:
+            self.agent.adopt_new_build()
+
+    async def stop(self) -> None:
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        self.scheduler = None
+        running = self._running
+        if running is not None and not running.done():
+            # Cancelling kills the worker; the build in service and the last good copies
+            # on disk are untouched by a worker that did not finish.
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
