@@ -10,6 +10,7 @@ import pytest
 from hypothesis import settings
 
 from tests.support.agent import AgentThread, write_config
+from tests.support.lists_server import ListServer
 from tests.support.upstream import FakeUpstream
 
 # CI must be repeatable: the same examples every run. Elsewhere hypothesis explores anew each
@@ -24,6 +25,13 @@ AgentFactory = Callable[..., AgentThread]
 @pytest.fixture
 def upstream() -> Iterator[FakeUpstream]:
     server = FakeUpstream().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def list_server() -> Iterator[ListServer]:
+    server = ListServer().start()
     yield server
     server.stop()
 

@@ -155,6 +155,8 @@ class Jobs:
         ):
             return
         config = self.agent.config
+        if not config.updates.enabled:
+            return
         state = ListStore(config.state_dir).downloads.load()
         failures = max((state.get(n).failures for n in sources), default=1)
         delay = min(config.updates.interval, RETRY_FIRST * 2 ** max(failures - 1, 0))

@@ -219,3 +219,60 @@ def test_check_names_the_answer_each_record_type_gets(tmp_path: Path) -> None:
     assert "answer:   :: (TTL 60 s)" in aaaa
     https = cli("check", "dns.google", "--type", "HTTPS", state=state).stdout
     assert "answer:   NODATA" in https
+
+
+def test_check_names_the_category_on_a_fresh_install(tmp_path: Path) -> None:
+    result = cli("check", "chatgpt.com", state=tmp_path / "s")
+    assert result.returncode == 0, result.stderr
+    assert "category: genai (Generative AI tools, tier productivity)" in result.stdout
+    assert "decision: block" in result.stdout  # the bundled config's secondary pupils
+    assert "list:     schoolgate-genai" in result.stdout
+
+
+def test_check_shows_an_allowed_category_and_an_alert(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    selfharm = tmp_path / "sh.txt"
+    selfharm.write_text("sh.example\n", encoding="utf-8")
+    config.write_text(
+        '[policy]\nage_tier = "staff"\n[[lists]]\nname = "sh"\ncategory = "self-harm"\n'
+        f'path = "{selfharm}"\n',
+        encoding="utf-8",
+    )
+    games = cli("check", "roblox.com", "--config", str(config), state=tmp_path / "s")
+    assert "decision: allow" in games.stdout
+    assert "category: games" in games.stdout
+    alert = cli("check", "x.sh.example", "--config", str(config), state=tmp_path / "s")
+    assert "decision: alert" in alert.stdout
+    assert "alert:    raised for the safeguarding lead" in alert.stdout
+
+
+def test_a_locked_category_cannot_be_allowed(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text('[policy]\nactions = { terrorism = "allow" }\n', encoding="utf-8")
+    result = cli("check", "example.org", "--config", str(config), state=tmp_path / "s")
+    assert result.returncode == 2
+    assert "policy.actions.terrorism = 'allow'" in result.stderr
+    assert "locked category" in result.stderr
+
+
+def test_categories_lists_the_taxonomy_in_each_language(tmp_path: Path) -> None:
+    english = cli("categories", state=tmp_path / "s")
+    assert english.returncode == 0, english.stderr
+    header, *rows = english.stdout.splitlines()
+    assert header.split()[:3] == ["CATEGORY", "TIER", "ACTION"]
+    genai = next(r for r in rows if r.startswith("genai "))
+    assert genai.split()[:3] == ["genai", "productivity", "block"]
+    assert genai.endswith("Generative AI tools")
+    vietnamese = cli("categories", "--language", "vi", state=tmp_path / "s")
+    assert "Công cụ AI tạo sinh" in vietnamese.stdout
+    chinese = cli("categories", "--language", "zh", state=tmp_path / "s")
+    assert "生成式人工智能工具" in chinese.stdout
+
+
+def test_lists_sources_shows_licences_and_attribution(tmp_path: Path) -> None:
+    result = cli("lists", "sources", state=tmp_path / "s")
+    assert result.returncode == 0, result.stderr
+    ut1 = next(line for line in result.stdout.splitlines() if line.startswith("ut1-malware "))
+    assert "CC-BY-SA-4.0" in ut1 and ut1.split()[-2:] == ["yes", "yes"]
+    assert "Attribution for the sources in use:" in result.stdout
+    assert "Université Toulouse Capitole" in result.stdout

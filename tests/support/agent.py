@@ -63,6 +63,8 @@ class AgentThread:
         return bool(self.call(self.agent.reload()))
 
     def stop(self) -> None:
+        if self.loop.is_closed():
+            return
         if self.agent is not None:
             self.call(self.agent.stop(grace=1.0))
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -39,7 +39,8 @@ def unpack(raw: Path, out: Path, member: str, max_bytes: int) -> None:
             peek = stream.read(_TAR_MAGIC_AT + 8)
             is_tar = peek[_TAR_MAGIC_AT : _TAR_MAGIC_AT + 5] == b"ustar"
         if is_tar:
-            _from_tar(raw, tmp, member or "*", max_bytes)
+            with opener(raw) as stream:
+                _from_tar(stream, tmp, member or "*", max_bytes)
         elif member:
             raise UnpackError(f"expected a tar archive holding {member!r}, got a plain file")
         elif opener is _plain_open:
@@ -75,12 +76,16 @@ def _plain_open(path: Path) -> IO[bytes]:
     return open(path, "rb")
 
 
-def _from_tar(raw: Path, dest_path: Path, member: str, max_bytes: int) -> None:
+def _from_tar(stream: IO[bytes], dest_path: Path, member: str, max_bytes: int) -> None:
     seen: list[str] = []
-    # Streaming mode: members are read in order, never seeking, whatever the compression.
-    with tarfile.open(raw, mode="r|*") as archive:
+    found = False
+    # Streaming mode: members are read in order, never seeking. Decompression is ours, not
+    # tarfile's, because ours checks the compressed stream's end (length and checksum).
+    with tarfile.open(fileobj=stream, mode="r|") as archive:
         for info in archive:
-            if not info.isfile():
+            if found or not info.isfile():
+                # Read on to the end even after the member: a truncated archive is a failed
+                # download, and its end is where truncation shows.
                 continue
             if fnmatch.fnmatchcase(info.name.lstrip("./"), member):
                 source = archive.extractfile(info)
@@ -88,11 +93,15 @@ def _from_tar(raw: Path, dest_path: Path, member: str, max_bytes: int) -> None:
                     break
                 with open(dest_path, "wb") as dest:
                     _copy(source, dest, max_bytes)
-                return
-            if len(seen) < 10:
+                found = True
+            elif len(seen) < 10:
                 seen.append(info.name)
-    shown = ", ".join(seen) or "no files"
-    raise UnpackError(f"the archive has no file matching {member!r} (it has: {shown})")
+    # The tar end marker can come before the end of the compressed stream: read that too.
+    while stream.read(_CHUNK):
+        pass
+    if not found:
+        shown = ", ".join(seen) or "no files"
+        raise UnpackError(f"the archive has no file matching {member!r} (it has: {shown})")
 
 
 def _copy(source: IO[bytes], dest: IO[bytes], max_bytes: int) -> None:
