@@ -124,3 +124,10 @@ def test_the_safesearch_table_is_sound() -> None:
         for target in engine["targets"].values():
             assert target not in engine["names"], "a target must not rewrite itself"
     assert {"www.google.com", "www.google.co.uk", "google.de"} <= set(engines["google"]["names"])
+
+
+def test_the_lists_doc_names_every_default_source() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "lists.md").read_text(encoding="utf-8")
+    for s in catalogue.bundled().values():
+        if s.default and not s.file:
+            assert f"`{s.id}`" in doc, s.id
