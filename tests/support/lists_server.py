@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass
@@ -113,8 +113,7 @@ class ListServer:
 
     @property
     def base(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self._httpd.server_port}"
 
     def url(self, path: str) -> str:
         return self.base + path
@@ -134,10 +133,18 @@ def gz(data: bytes | str) -> bytes:
     return gzip.compress(data.encode() if isinstance(data, str) else data)
 
 
+_TAR_MODES: dict[str, Literal["w:gz", "w:bz2", "w:xz", "w"]] = {
+    "gz": "w:gz",
+    "bz2": "w:bz2",
+    "xz": "w:xz",
+    "": "w",
+}
+
+
 def tarball(files: dict[str, bytes | str], compress: str = "gz") -> bytes:
     """A tar archive (gzip-compressed unless ``compress`` says otherwise) holding ``files``."""
     out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode=f"w:{compress}") as archive:
+    with tarfile.open(fileobj=out, mode=_TAR_MODES[compress]) as archive:
         for name, content in files.items():
             data = content.encode() if isinstance(content, str) else content
             info = tarfile.TarInfo(name)

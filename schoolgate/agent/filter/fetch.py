@@ -20,7 +20,6 @@ import httpx
 from schoolgate import __version__
 
 USER_AGENT: Final = f"schoolgate/{__version__} (list updater)"
-_CHUNK: Final = 256 * 1024
 
 
 class FetchError(Exception):
@@ -101,8 +100,13 @@ def fetch(
 
 
 def _check_redirects(url: str, response: httpx.Response) -> None:
-    if url.lower().startswith("https://") and response.url.scheme != "https":
-        raise FetchError(f"refused a redirect from https to {response.url.scheme}")
+    if not url.lower().startswith("https://"):
+        return
+    # Every hop, not only the last: https -> http -> https would hand the download to whoever
+    # sits on the plain-text hop.
+    for hop in (*response.history, response):
+        if hop.url.scheme != "https":
+            raise FetchError(f"refused a redirect from https to {hop.url.scheme}")
 
 
 def _save(response: httpx.Response, dest: Path, max_bytes: int, deadline: float) -> int:
@@ -111,8 +115,10 @@ def _save(response: httpx.Response, dest: Path, max_bytes: int, deadline: float)
     size = 0
     try:
         with open(tmp, "wb") as out:
-            # Raw bytes: a gzip Content-Encoding is undone here, a .gz file is unpacked later.
-            for chunk in response.iter_bytes(_CHUNK):
+            # A gzip Content-Encoding is undone here, a .gz file is unpacked later. Pieces are
+            # taken as they arrive, so the deadline is checked after every read, however
+            # slowly a server trickles.
+            for chunk in response.iter_bytes():
                 size += len(chunk)
                 if size > max_bytes:
                     raise FetchError(
