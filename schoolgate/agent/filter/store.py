@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,6 @@ from typing import Any
 from schoolgate.agent.filter.compiled import CompiledListError, CompiledLists
 from schoolgate.agent.filter.downloads import DownloadStore
 from schoolgate.agent.filter.sources import BuildError, ListSource, is_current
-from schoolgate.agent.filter.worker import promote
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,17 @@ class ListStore:
             except CompiledListError:
                 continue
         return None
+
+
+def promote(lists_dir: Path) -> CompiledLists:
+    """Open ``next.sgl``; if it is sound, make it current and keep the old one as previous."""
+    current, previous, nxt = (lists_dir / n for n in ("current.sgl", "previous.sgl", "next.sgl"))
+    lists = CompiledLists(nxt)  # raises CompiledListError when the build is bad
+    if current.exists():
+        os.replace(current, previous)
+    os.replace(nxt, current)
+    lists.path = current
+    return lists
 
 
 def _jobs(sources: Sequence[ListSource]) -> list[dict[str, Any]]:

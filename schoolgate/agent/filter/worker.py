@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from schoolgate.agent.filter.build import build
-from schoolgate.agent.filter.compiled import CompiledListError, CompiledLists
+from schoolgate.agent.filter.compiled import CompiledListError
 from schoolgate.agent.filter.downloads import DownloadState, DownloadStore
 from schoolgate.agent.filter.fetch import FetchError, FetchLimits, client, fetch
 from schoolgate.agent.filter.parsers import ListFormat
@@ -37,6 +37,7 @@ from schoolgate.agent.filter.sources import (
     ListSource,
     report_lines,
 )
+from schoolgate.agent.filter.store import promote
 from schoolgate.agent.filter.unpack import UnpackError, unpack
 
 _PARALLEL_DOWNLOADS = 4
@@ -73,17 +74,6 @@ def locked(lists_dir: Path) -> Iterator[None]:
             print("waiting for another list update to finish", file=sys.stderr, flush=True)
             fcntl.flock(f, fcntl.LOCK_EX)
         yield
-
-
-def promote(lists_dir: Path) -> CompiledLists:
-    """Open ``next.sgl``; if it is sound, make it current and keep the old one as previous."""
-    current, previous, nxt = (lists_dir / n for n in ("current.sgl", "previous.sgl", "next.sgl"))
-    lists = CompiledLists(nxt)  # raises CompiledListError when the build is bad
-    if current.exists():
-        os.replace(current, previous)
-    os.replace(nxt, current)
-    lists.path = current
-    return lists
 
 
 def download_all(
@@ -143,6 +133,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     ]
     remotes = [Remote(**r) for r in job.get("remote", [])]
     with locked(lists_dir):
+        _remove_leftovers(lists_dir, store)
         state = store.load()
         fetched: dict[str, Fetch] = {}
         started = time.time()
@@ -178,13 +169,13 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
             for c in candidates.values():
                 c.path.unlink(missing_ok=True)
             _record(state, remotes, fetched, None, started)
-            store.save(state)
+            _save_state(store, state)
             reason = str(exc) if not isinstance(exc, OSError) else f"cannot write: {exc}"
             return {"ok": False, "error": reason, "sources": _statuses(state, remotes, fetched)}
         build_id = lists.build_id
         lists.close()
         _record(state, remotes, fetched, result, started)
-        store.save(state)
+        _save_state(store, state)
         store.forget_others({r.name for r in remotes})
     shown = str(lists_dir / "current.sgl")
     report = [line.replace(str(lists_dir / "next.sgl"), shown) for line in report_lines(result)]
@@ -196,6 +187,27 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         "report": report,
         "sources": _statuses(state, remotes, fetched, result),
     }
+
+
+def _remove_leftovers(lists_dir: Path, store: DownloadStore) -> None:
+    """Temporary files of a worker that was killed (the agent stopped mid-update)."""
+    for directory in (lists_dir, store.dir):
+        if directory.is_dir():
+            for path in directory.glob(".*"):
+                if path.suffix in (".part", ".tmp") and path.is_file():
+                    path.unlink(missing_ok=True)
+    if store.dir.is_dir():
+        for path in store.dir.glob("*.new"):
+            path.unlink(missing_ok=True)
+
+
+def _save_state(store: DownloadStore, state: DownloadState) -> None:
+    # The state only makes the next update cheaper and the status informative: failing to
+    # write it (a full disk) must not fail an update whose build is already in service.
+    try:
+        store.save(state)
+    except OSError as exc:
+        print(f"cannot save the download state: {exc}", file=sys.stderr)
 
 
 def _record(

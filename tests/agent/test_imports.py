@@ -1,0 +1,18 @@
+"""The DNS server process stays small: heavy work is imported only by the list worker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_the_agent_does_not_import_the_workers_libraries() -> None:
+    code = (
+        "import sys, schoolgate.agent.cli, schoolgate.agent.app, schoolgate.agent.jobs\n"
+        "print(' '.join(m for m in ('numpy', 'httpx', 'tarfile') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == ""
