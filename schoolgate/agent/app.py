@@ -290,7 +290,7 @@ class Agent:
     async def _lists(self, config: AgentConfig, first: bool) -> CompiledLists:
         sources = list_sources(config)
         store = ListStore(config.state_dir)
-        lists = store.open_current(sources)
+        lists = await asyncio.to_thread(store.open_current, sources)
         if lists is not None:
             return lists
         try:
@@ -402,7 +402,7 @@ class Agent:
         self._install(self.config, lists)
         log.info("lists in service: %d names, build %s", lists.count, lists.build_id)
 
-    def adopt_new_build(self) -> bool:
+    async def adopt_new_build(self) -> bool:
         """Serve ``current.sgl`` if another process (``lists update``) replaced it with a
         build of this configuration's lists. True when it did."""
         try:
@@ -416,7 +416,7 @@ class Agent:
         if identity == self._ignored_build:
             return False
         try:
-            lists = CompiledLists(self.store.current)
+            lists = await asyncio.to_thread(CompiledLists, self.store.current)
         except CompiledListError as exc:
             self._ignored_build = identity
             log.warning("a new build appeared but cannot be used: %s", exc)

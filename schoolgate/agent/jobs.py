@@ -117,7 +117,9 @@ class Jobs:
         finally:
             self.updating = False
             self._running = None
-        if config is self.agent.config:
+        if result.lists.identity == self.agent.lists.identity:
+            result.lists.close()  # nothing changed: keep the memos of the build in service
+        elif config is self.agent.config:
             self.agent.use_lists(result.lists)
         else:
             # A reload happened meanwhile and brought its own build; this one is for the old
@@ -174,7 +176,7 @@ class Jobs:
 
     async def _watch(self) -> None:
         if not self.updating:
-            self.agent.adopt_new_build()
+            await self.agent.adopt_new_build()
 
     async def stop(self) -> None:
         if self.scheduler is not None and self.scheduler.running:

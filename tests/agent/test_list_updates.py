@@ -86,8 +86,13 @@ def test_an_update_swaps_the_new_build_in(
     result: WorkerResult = agent.call(agent.agent.jobs.run_update())
     assert result.sources["remote-adult"]["status"] == "updated"
     assert blocked(agent, "one.example")
+    # An update that finds nothing new leaves the pipeline (and its memos) as it is.
+    pipeline = agent.agent.pipeline
+    agent.call(agent.agent.jobs.run_update())
+    assert agent.agent.pipeline is pipeline
     list_server.serve("/adult.tar.gz", tarball({"adult/domains": "one.example\ntwo.example\n"}))
     agent.call(agent.agent.jobs.run_update())
+    assert agent.agent.pipeline is not pipeline
     assert blocked(agent, "two.example")
 
 

@@ -125,7 +125,9 @@ class ListStore:
                 await proc.wait()
             raise
         result = _worker_result(out, err, proc.returncode)
-        lists = CompiledLists(self.current)
+        # Opening checks the whole file (checksum, tables): tens of milliseconds at millions of
+        # names, which a thread keeps off the event loop that answers DNS.
+        lists = await asyncio.to_thread(CompiledLists, self.current)
         return WorkerResult(lists, result["report"], result.get("sources", {}))
 
     def promote(self) -> CompiledLists:

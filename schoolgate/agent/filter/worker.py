@@ -14,6 +14,7 @@ the lock; whoever started it then maps ``current.sgl``.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import sys
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from schoolgate.agent.filter.build import build
-from schoolgate.agent.filter.compiled import CompiledListError
+from schoolgate.agent.filter.compiled import CompiledListError, CompiledLists
 from schoolgate.agent.filter.downloads import DownloadState, DownloadStore
 from schoolgate.agent.filter.fetch import FetchError, FetchLimits, client, fetch
 from schoolgate.agent.filter.parsers import ListFormat
@@ -35,6 +36,7 @@ from schoolgate.agent.filter.sources import (
     BuildResult,
     Candidate,
     ListSource,
+    is_current,
     report_lines,
 )
 from schoolgate.agent.filter.store import promote
@@ -98,12 +100,12 @@ def download_all(
                 )
             if not got.changed:
                 return Fetch("unchanged", etag=got.etag, last_modified=got.last_modified)
-            unpack(
-                store.download(remote.name),
-                store.candidate(remote.name),
-                remote.member,
-                limits.max_list_bytes,
-            )
+            candidate = store.candidate(remote.name)
+            unpack(store.download(remote.name), candidate, remote.member, limits.max_list_bytes)
+            if have_copy and known.sha256 and _sha256(candidate) == known.sha256:
+                # A server without validators sent the same list again.
+                candidate.unlink()
+                return Fetch("unchanged", etag=got.etag, last_modified=got.last_modified)
             return Fetch("new", etag=got.etag, last_modified=got.last_modified)
         except (FetchError, UnpackError) as exc:
             return Fetch("failed", str(exc))
@@ -162,6 +164,21 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
             for s in sources
             if s.name not in remote_names or s.path.exists() or s.name in candidates
         ]
+        if job.get("fetch") and not candidates:
+            unchanged = _unchanged_build(lists_dir, usable)
+            if unchanged is not None:
+                # Nothing new was downloaded and the build in service is made of exactly these
+                # copies: a rebuild would cost minutes of CPU on a Pi for the same file.
+                _record(state, remotes, fetched, None, started)
+                _save_state(store, state)
+                return {
+                    "ok": True,
+                    "build_id": unchanged[0],
+                    "names": unchanged[1],
+                    "seconds": 0.0,
+                    "report": [f"nothing changed: build {unchanged[0]} stays in service"],
+                    "sources": _statuses(state, remotes, fetched, None),
+                }
         try:
             result = build(usable, lists_dir / "next.sgl", candidates)
             lists = promote(lists_dir)
@@ -187,6 +204,26 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         "report": report,
         "sources": _statuses(state, remotes, fetched, result),
     }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _unchanged_build(lists_dir: Path, sources: Sequence[ListSource]) -> tuple[str, int] | None:
+    """(build id, names) of the current build when it was made from exactly ``sources``."""
+    try:
+        lists = CompiledLists(lists_dir / "current.sgl")
+    except CompiledListError:
+        return None
+    try:
+        return (lists.build_id, lists.count) if is_current(lists, sources) else None
+    finally:
+        lists.close()
 
 
 def _remove_leftovers(lists_dir: Path, store: DownloadStore) -> None:
@@ -233,8 +270,13 @@ def _record(
                 s.error = ""
                 s.failures = 0
                 s.last_success = now
+                # Validators describe the copy in service: a new one's, or fresh ones a
+                # server gave for the same content.
+                s.etag = f.etag or (s.etag if f.status == "unchanged" else "")
+                s.last_modified = f.last_modified or (
+                    s.last_modified if f.status == "unchanged" else ""
+                )
                 if f.status == "new":
-                    s.etag, s.last_modified = f.etag, f.last_modified
                     s.last_change = now
         served = reports.get(remote.name)
         if served is not None:

@@ -123,9 +123,13 @@ def test_a_second_update_asks_conditionally_and_keeps_the_copy(
         "/l.txt", names(10), etag='"v1"', last_modified="Sat, 21 Nov 2026 10:00:00 GMT"
     )
     updater.add("l", "malware", "/l.txt")
-    assert updater.update()["ok"]
+    first = updater.update()
+    assert first["ok"]
     second = updater.update()
     assert second["sources"]["l"] == {"status": "unchanged", "error": "", "entries": 10}
+    # Nothing new: the build in service stays, without a rebuild.
+    assert second["build_id"] == first["build_id"]
+    assert second["report"] == [f"nothing changed: build {first['build_id']} stays in service"]
     asked = list_server.asked("/l.txt")
     assert "If-None-Match" not in asked[0].headers
     assert asked[1].headers["If-None-Match"] == '"v1"'
