@@ -264,6 +264,7 @@ class Agent:
         self._stopping = asyncio.Event()
         self.jobs = Jobs(self)
         self._retiring: set[asyncio.Task[None]] = set()
+        self.lists_lock = asyncio.Lock()
         self._ignored_build: tuple[int, int] | None = None
 
     async def start(self) -> None:
@@ -355,6 +356,14 @@ class Agent:
 
     async def reload(self) -> bool:
         """Reload config and lists; on any failure keep what is running. True if reloaded."""
+        # One change of lists at a time: reloads, updates and adopting a build made elsewhere
+        # would otherwise race to install, and the older one could win.
+        if self.lists_lock.locked():
+            log.info("reload waits for the list update in progress to finish")
+        async with self.lists_lock:
+            return await self._reload()
+
+    async def _reload(self) -> bool:
         assert self.pipeline is not None
         try:
             config = self._load_config()
@@ -385,6 +394,8 @@ class Agent:
         if cache_settings(config) != cache.settings:
             cache = AnswerCache(cache_settings(config))
         self.pipeline = build_pipeline(config, lists, cache, self.counters)
+        if config.state_dir != self.config.state_dir:
+            self.store = ListStore(config.state_dir)
         self.config = config
         self._set_handler(self.pipeline.handler)
         # Questions already upstream finish on the old pipeline, then its upstreams close.
@@ -405,6 +416,12 @@ class Agent:
     async def adopt_new_build(self) -> bool:
         """Serve ``current.sgl`` if another process (``lists update``) replaced it with a
         build of this configuration's lists. True when it did."""
+        if self.lists_lock.locked():
+            return False  # a reload or update is changing the lists; look again next time
+        async with self.lists_lock:
+            return await self._adopt_new_build()
+
+    async def _adopt_new_build(self) -> bool:
         try:
             st = self.store.current.stat()
         except OSError:

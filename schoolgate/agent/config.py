@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -488,8 +489,10 @@ def _lists(
         fmt = ListFormat(entry.format)
         if bool(entry.path) == bool(entry.url):
             raise fail(key, entry.name, "give exactly one of path (a file) or url (a download)")
-        if entry.member and fmt is not ListFormat.UT1 and not entry.url:
+        if entry.member and not entry.url:
             raise fail(f"{key}.member", entry.member, "member is for downloaded archives")
+        if fmt is ListFormat.UT1 and not entry.member:
+            raise fail(f"{key}.member", "", 'a UT1 archive needs member = "CATEGORY/domains"')
         if entry.url:
             try:
                 check_download_url(entry.url)
@@ -576,23 +579,29 @@ def _choices(enum: Any) -> str:
 
 def check_download_url(url: str) -> None:
     """Raise ValueError unless ``url`` is an http(s) URL with a host."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme.lower() not in ("http", "https"):
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        raise ValueError("a URL cannot hold spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ValueError(f"not a usable URL: {exc}") from None
+    if parts.scheme.lower() not in ("http", "https"):
         raise ValueError("expected an http:// or https:// URL")
-    host = rest.split("/", 1)[0].rpartition("@")[2]
-    if not host or any(c.isspace() for c in url):
-        raise ValueError("not a usable URL")
+    if not parts.hostname:
+        raise ValueError("the URL has no host")
 
 
 def redact_url(url: str) -> str:
-    """``url`` without a password, for logs and status output."""
+    """``url`` without a password or query string (where feeds put tokens), for logs and
+    status output."""
     scheme, sep, rest = url.partition("://")
+    rest, question, _query = rest.partition("?")
     authority, slash, path = rest.partition("/")
     userinfo, at, host = authority.rpartition("@")
-    if not at:
-        return url
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}{slash}{path}"
+    if at:
+        authority = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    return f"{scheme}{sep}{authority}{slash}{path}" + ("?***" if question else "")
 
 
 def _positive(fail: Any, key: str, value: float) -> None:

@@ -91,7 +91,11 @@ class Jobs:
         config = self.agent.config
         u = config.updates
         state = ListStore(config.state_dir).downloads.load()
-        successes = [state.get(r.name).last_success for r in config.remote_lists]
+        # A source whose URL or member changed has no success to count from.
+        successes = [
+            state.get(r.name).last_success if state.get(r.name).key == r.key else 0.0
+            for r in lists_mod.remote_sources(config)
+        ]
         oldest = min(successes, default=0.0)
         due_in = oldest + u.interval - time.time() if oldest else 0.0
         if due_in <= FIRST_RUN_DELAY:
@@ -100,9 +104,20 @@ class Jobs:
 
     async def run_update(self, force: bool = False) -> WorkerResult | None:
         """Download, compile and serve; returns None when the update produced no build."""
-        config = self.agent.config
+        if self.updating:
+            log.info("a list update is already running; not starting another")
+            return None
         self.updating = True
         self._running = asyncio.current_task()
+        try:
+            async with self.agent.lists_lock:
+                return await self._update(force)
+        finally:
+            self.updating = False
+            self._running = None
+
+    async def _update(self, force: bool) -> WorkerResult | None:
+        config = self.agent.config
         started = time.monotonic()
         try:
             result = await lists_mod.update(config, force=force)
@@ -114,17 +129,10 @@ class Jobs:
         except (BuildError, CompiledListError, OSError) as exc:
             log.error("list update failed, the running lists stay: %s", exc)
             return None
-        finally:
-            self.updating = False
-            self._running = None
         if result.lists.identity == self.agent.lists.identity:
             result.lists.close()  # nothing changed: keep the memos of the build in service
-        elif config is self.agent.config:
-            self.agent.use_lists(result.lists)
         else:
-            # A reload happened meanwhile and brought its own build; this one is for the old
-            # configuration, and the watcher will pick up whatever is current.
-            result.lists.close()
+            self.agent.use_lists(result.lists)
         self.last_update = result
         self._log_sources(result.sources)
         self._plan_retry(result.sources)
@@ -161,7 +169,7 @@ class Jobs:
             return
         state = ListStore(config.state_dir).downloads.load()
         failures = max((state.get(n).failures for n in sources), default=1)
-        delay = min(config.updates.interval, RETRY_FIRST * 2 ** max(failures - 1, 0))
+        delay = min(config.updates.interval, RETRY_FIRST * 2 ** min(max(failures - 1, 0), 16))
         when = datetime.now(UTC) + timedelta(seconds=delay)
         upcoming = scheduler.get_job("lists-update")
         if upcoming is not None and upcoming.next_run_time <= when:
@@ -175,8 +183,7 @@ class Jobs:
         log.info("failed list sources will be tried again at %s", when.strftime("%H:%M UTC"))
 
     async def _watch(self) -> None:
-        if not self.updating:
-            await self.agent.adopt_new_build()
+        await self.agent.adopt_new_build()
 
     async def stop(self) -> None:
         if self.scheduler is not None and self.scheduler.running:

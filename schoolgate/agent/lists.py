@@ -18,16 +18,20 @@ def list_sources(config: AgentConfig, *, with_missing: bool = False) -> list[Lis
     """Every source of a build: local files first, then downloads in configuration order.
 
     A download with no good copy yet is left out, unless ``with_missing`` (an update, which
-    may be about to fetch it).
+    may be about to fetch it); so is a copy of another URL or archive member than the one
+    configured now, which the next update replaces.
     """
     store = ListStore(config.state_dir).downloads
+    state = store.load() if config.remote_lists else None
+    keys = {r.name: r.key for r in remote_sources(config)}
     sources = [
         ListSource(c.name, c.category, c.path, c.format, config.confidential(c.category))
         for c in config.lists
     ]
     for r in config.remote_lists:
         path = store.last_good(r.name)
-        if with_missing or path.exists():
+        usable = path.exists() and state is not None and state.get(r.name).key == keys[r.name]
+        if with_missing or usable:
             sources.append(
                 ListSource(r.name, r.category, path, r.format, config.confidential(r.category))
             )

@@ -18,6 +18,7 @@ from schoolgate.agent.config import (
     load,
     parse,
     parse_address,
+    redact_url,
     user_state_dir,
 )
 from schoolgate.agent.filter.build import read_source
@@ -524,6 +525,91 @@ _LIST = '[[lists]]\nname = "{name}"\ncategory = "{category}"\npath = "x.txt"\n'
             id="list-file-missing",
         ),
         pytest.param(
+            '[[lists]]\nname = "a"\ncategory = "adult"\nurl = "http://[::1/x"\n',
+            "lists[0].url",
+            "http://[::1/x",
+            "not a usable URL",
+            id="url-unusable",
+        ),
+        pytest.param(
+            '[[lists]]\nname = "a"\ncategory = "adult"\nurl = "ftp://h.example/x"\n',
+            "lists[0].url",
+            "ftp://h.example/x",
+            "expected an http:// or https:// URL",
+            id="url-not-http",
+        ),
+        pytest.param(
+            '[[lists]]\nname = "a"\ncategory = "adult"\npath = "x.txt"\nurl = "https://h/x"\n',
+            "lists[0]",
+            "a",
+            "give exactly one of path (a file) or url (a download)",
+            id="path-and-url",
+        ),
+        pytest.param(
+            '[[lists]]\nname = "a"\ncategory = "adult"\nurl = "https://h/a.tar.gz"\n'
+            'format = "ut1"\n',
+            "lists[0].member",
+            "",
+            "a UT1 archive needs member",
+            id="ut1-without-member",
+        ),
+        pytest.param(
+            '[sources]\nenable = ["ut1-nonsense"]',
+            "sources.enable[0]",
+            "ut1-nonsense",
+            "no such source in the catalogue",
+            id="unknown-source",
+        ),
+        pytest.param(
+            '[policy]\nactions = { gamez = "block" }',
+            "policy.actions.gamez",
+            "block",
+            "no such category",
+            id="unknown-category-action",
+        ),
+        pytest.param(
+            '[policy]\nactions = { games = "deny" }',
+            "policy.actions.games",
+            "deny",
+            "actions are allow, block, alert, block+alert",
+            id="unknown-action",
+        ),
+        pytest.param(
+            '[policy]\nactions = { terrorism = "alert" }',
+            "policy.actions.terrorism",
+            "alert",
+            "locked category",
+            id="locked-alert-only",
+        ),
+        pytest.param(
+            '[[categories]]\nid = "games"\ntier = "productivity"',
+            "categories[0].id",
+            "games",
+            "already defined",
+            id="site-category-clash",
+        ),
+        pytest.param(
+            '[[categories]]\nid = "mine"\ntier = "locked"',
+            "categories[0].tier",
+            "locked",
+            "invalid enum value",
+            id="site-category-locked",
+        ),
+        pytest.param(
+            "[updates]\ninterval = 60",
+            "updates.interval",
+            60,
+            "at least 600 seconds",
+            id="update-interval-too-short",
+        ),
+        pytest.param(
+            "[updates]\nmax_shrink = 1.5",
+            "updates.max_shrink",
+            1.5,
+            "a fraction above 0, at most 1",
+            id="max-shrink-over-one",
+        ),
+        pytest.param(
             "[clients]\nnetworks = []",
             "clients.networks",
             [],
@@ -689,6 +775,13 @@ def test_bundled_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert result.report.entries > 0
     assert result.report.invalid == 0
     assert result.report.unsupported == 0
+
+
+def test_redacted_urls_hide_passwords_and_query_strings() -> None:
+    assert redact_url("https://u:secret@feed.example/l.txt?token=abc") == (
+        "https://u:***@feed.example/l.txt?***"
+    )
+    assert redact_url("https://feed.example/l.txt") == "https://feed.example/l.txt"
 
 
 def test_bundled_default_with_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

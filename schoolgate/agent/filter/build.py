@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
-import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -98,8 +97,9 @@ def build(
     """Compile ``sources`` into ``out``, replacing it atomically.
 
     A source with a candidate (a fresh download) is read from the candidate; if the candidate
-    passes its checks it replaces the source's file, otherwise it is deleted and the source's
-    last good file is read instead. A source left with no file at all is left out.
+    passes its checks it goes into the build (``verdicts`` says None, and the caller renames
+    it over the source's file once the build is in service), otherwise it is deleted and the
+    source's last good file is read instead. A source left with no file at all is left out.
     """
     started = time.monotonic()
     if len(sources) > 0xFFFF:
@@ -145,7 +145,7 @@ def build(
             }
             for r in results
         ],
-        "stamps": [s.stamp() for s in sources],
+        "stamps": [s.stamp(_accepted(s, candidates, verdicts)) for s in sources],
         "category_names": _category_names(set_ids, set_table, sources, categories),
         # Lookups only probe suffixes with as many labels as some entry has.
         "labels": _label_range(results),
@@ -169,6 +169,16 @@ def build(
     )
 
 
+def _accepted(
+    source: ListSource,
+    candidates: Mapping[str, Candidate] | None,
+    verdicts: dict[str, str | None],
+) -> Path | None:
+    if source.name in verdicts and verdicts[source.name] is None and candidates:
+        return candidates[source.name].path
+    return None
+
+
 def _read_with_candidate(
     source: ListSource, candidate: Candidate | None, verdicts: dict[str, str | None]
 ) -> tuple[np.ndarray[Any, np.dtype[np.uint64]], SourceResult] | None:
@@ -177,7 +187,8 @@ def _read_with_candidate(
         reason = candidate.refusal(result.report)
         verdicts[source.name] = reason
         if reason is None:
-            os.replace(candidate.path, source.path)
+            # Renamed over the last good copy by whoever puts the build in service, once it is
+            # in service: a build that fails must leave the last good copies as they were.
             result.source = source
             return prints, result
         candidate.path.unlink(missing_ok=True)

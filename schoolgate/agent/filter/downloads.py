@@ -25,6 +25,7 @@ _UNSAFE: Final = re.compile(r"[^A-Za-z0-9_.-]+")
 @dataclass
 class SourceState:
     url: str = ""  # as shown to people: without a password
+    key: str = ""  # which download the copy is of: URL and archive member, hashed
     etag: str = ""
     last_modified: str = ""
     last_attempt: float = 0.0

@@ -29,9 +29,13 @@ class ListSource:
     format: ListFormat = ListFormat.AUTO
     confidential: bool = False  # a licensed feed: never quote its lines in reports
 
-    def stamp(self) -> list[Any]:
-        """What must be unchanged for a compiled file to still be current."""
-        st = self.path.stat()
+    def stamp(self, stat_of: Path | None = None) -> list[Any]:
+        """What must be unchanged for a compiled file to still be current.
+
+        ``stat_of`` is a file that is about to be renamed to ``path`` (an accepted download):
+        a rename keeps size and modification time, so its stamp is already the final one.
+        """
+        st = (stat_of or self.path).stat()
         return [
             self.name,
             self.category,

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import xxhash
+
 from schoolgate.agent.filter.compiled import CompiledListError, CompiledLists
 from schoolgate.agent.filter.downloads import DownloadStore
 from schoolgate.agent.filter.sources import BuildError, ListSource, is_current
@@ -33,6 +35,11 @@ class RemoteSource:
     url: str
     shown_url: str
     member: str = ""
+
+    @property
+    def key(self) -> str:
+        """Identifies the download: a copy fetched from another URL or member is another list."""
+        return xxhash.xxh64_hexdigest(f"{self.url}\0{self.member}".encode())
 
 
 @dataclass
@@ -96,7 +103,13 @@ class ListStore:
         job = {
             "sources": _jobs(sources),
             "remote": [
-                {"name": r.name, "url": r.url, "shown_url": r.shown_url, "member": r.member}
+                {
+                    "name": r.name,
+                    "url": r.url,
+                    "shown_url": r.shown_url,
+                    "member": r.member,
+                    "key": r.key,
+                }
                 for r in remote
             ],
             "fetch": True,
@@ -152,8 +165,18 @@ def promote(lists_dir: Path) -> CompiledLists:
     current, previous, nxt = (lists_dir / n for n in ("current.sgl", "previous.sgl", "next.sgl"))
     lists = CompiledLists(nxt)  # raises CompiledListError when the build is bad
     if current.exists():
-        os.replace(current, previous)
+        # A second name for the build in service becomes previous.sgl, so current.sgl exists
+        # at every moment: an agent starting right now always finds a build.
+        keep = lists_dir / ".previous.tmp"
+        keep.unlink(missing_ok=True)
+        os.link(current, keep)
+        os.replace(keep, previous)
     os.replace(nxt, current)
+    dir_fd = os.open(lists_dir, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the renames survive a power cut
+    finally:
+        os.close(dir_fd)
     lists.path = current
     return lists
 

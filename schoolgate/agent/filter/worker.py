@@ -28,7 +28,7 @@ from typing import Any
 
 from schoolgate.agent.filter.build import build
 from schoolgate.agent.filter.compiled import CompiledListError, CompiledLists
-from schoolgate.agent.filter.downloads import DownloadState, DownloadStore
+from schoolgate.agent.filter.downloads import DownloadState, DownloadStore, SourceState
 from schoolgate.agent.filter.fetch import FetchError, FetchLimits, client, fetch
 from schoolgate.agent.filter.parsers import ListFormat
 from schoolgate.agent.filter.sources import (
@@ -53,6 +53,7 @@ class Remote:
     url: str
     shown_url: str  # without a password
     member: str
+    key: str  # which download the copy on disk is of (see ``RemoteSource.key``)
 
 
 @dataclass
@@ -111,6 +112,8 @@ def download_all(
             return Fetch("failed", str(exc))
         except OSError as exc:
             return Fetch("failed", f"cannot store the download: {exc.strerror or exc}")
+        except Exception as exc:
+            return Fetch("failed", f"{type(exc).__name__}: {exc}")
         finally:
             store.download(remote.name).unlink(missing_ok=True)
 
@@ -137,6 +140,8 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     with locked(lists_dir):
         _remove_leftovers(lists_dir, store)
         state = store.load()
+        _forget_changed(remotes, store, state)
+        in_service = _entries_in_service(lists_dir)
         fetched: dict[str, Fetch] = {}
         started = time.time()
         if job.get("fetch"):
@@ -151,7 +156,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         candidates = {
             name: Candidate(
                 store.candidate(name),
-                state.get(name).entries if store.last_good(name).exists() else 0,
+                _previous_entries(name, store, state, in_service),
                 float(job.get("max_shrink", 0.5)),
                 force=bool(job.get("force")),
             )
@@ -182,6 +187,9 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         try:
             result = build(usable, lists_dir / "next.sgl", candidates)
             lists = promote(lists_dir)
+            for name, verdict in result.verdicts.items():
+                if verdict is None:
+                    os.replace(candidates[name].path, store.last_good(name))
         except (BuildError, CompiledListError, OSError) as exc:
             for c in candidates.values():
                 c.path.unlink(missing_ok=True)
@@ -193,7 +201,9 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         lists.close()
         _record(state, remotes, fetched, result, started)
         _save_state(store, state)
-        store.forget_others({r.name for r in remotes})
+        if job.get("fetch"):
+            # Only an update knows every downloaded source; a compile is given none of them.
+            store.forget_others({r.name for r in remotes})
     shown = str(lists_dir / "current.sgl")
     report = [line.replace(str(lists_dir / "next.sgl"), shown) for line in report_lines(result)]
     return {
@@ -204,6 +214,37 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         "report": report,
         "sources": _statuses(state, remotes, fetched, result),
     }
+
+
+def _forget_changed(remotes: Sequence[Remote], store: DownloadStore, state: DownloadState) -> None:
+    """Drop the copy of a source whose URL or archive member changed: it is another list now,
+    so its copy, validators and entry count must not stand in for it."""
+    for remote in remotes:
+        known = state.get(remote.name)
+        if known.key != remote.key:
+            store.last_good(remote.name).unlink(missing_ok=True)
+            state.sources[remote.name] = SourceState(url=remote.shown_url, key=remote.key)
+
+
+def _entries_in_service(lists_dir: Path) -> dict[str, int]:
+    """Entries of each source in the current build: the shrink check's floor when the state
+    file was lost."""
+    try:
+        lists = CompiledLists(lists_dir / "current.sgl")
+    except CompiledListError:
+        return {}
+    try:
+        return {s.name: s.entries for s in lists.sources}
+    finally:
+        lists.close()
+
+
+def _previous_entries(
+    name: str, store: DownloadStore, state: DownloadState, in_service: dict[str, int]
+) -> int:
+    if not store.last_good(name).exists():
+        return 0
+    return state.get(name).entries or in_service.get(name, 0)
 
 
 def _sha256(path: Path) -> str:
@@ -258,6 +299,7 @@ def _record(
     for remote in remotes:
         s = state.get(remote.name)
         s.url = remote.shown_url
+        s.key = remote.key
         f = fetched.get(remote.name)
         verdict = result.verdicts.get(remote.name) if result else None
         if f is not None:

@@ -109,7 +109,7 @@ class Taxonomy:
             if category_id in actions:
                 actions[category_id] = action
         for category in self.categories.values():
-            if category.locked:
+            if category.locked and not actions[category.id].blocks:
                 actions[category.id] = Action.BLOCK
         return actions
 

@@ -43,7 +43,10 @@ class Updater:
 
     def add(self, name: str, category: str, path: str, fmt: str = "auto", member: str = "") -> None:
         url = self.server.url(path)
-        self.remote.append({"name": name, "url": url, "shown_url": url, "member": member})
+        key = RemoteSource(name, url, url, member).key
+        self.remote.append(
+            {"name": name, "url": url, "shown_url": url, "member": member, "key": key}
+        )
         self.sources.append(
             {
                 "name": name,
@@ -307,7 +310,9 @@ def test_the_worker_process_speaks_json(tmp_path: Path, list_server: ListServer)
                 "format": "auto",
             }
         ],
-        "remote": [{"name": "l", "url": url, "shown_url": url, "member": ""}],
+        "remote": [
+            {"name": "l", "url": url, "shown_url": url, "member": "", "key": "k"},
+        ],
         "fetch": True,
         "limits": LIMITS,
     }
@@ -339,3 +344,78 @@ async def test_store_update_reports_a_build_that_failed(tmp_path: Path) -> None:
     assert "cannot read" in str(info.value)
     assert info.value.sources["r"]["status"] == "failed"
     assert not store.current.exists()
+
+
+def test_a_compile_keeps_the_downloaded_copies(updater: Updater, list_server: ListServer) -> None:
+    list_server.serve("/l.txt", names(3))
+    updater.add("l", "malware", "/l.txt")
+    assert updater.update()["ok"]
+    compile_only = run({"lists_dir": str(updater.lists_dir), "sources": updater.sources})
+    assert compile_only["ok"]
+    assert updater.downloads.last_good("l").read_text() == names(3)
+    assert updater.lookup("n1.example") == ["malware"]
+
+
+def test_a_changed_member_or_url_is_another_list(updater: Updater, list_server: ListServer) -> None:
+    archive = tarball(
+        {"ut1/adult/domains": "porn.example\n", "ut1/gambling/domains": "bet.example\n"}
+    )
+    list_server.serve("/ut1.tar.gz", archive, etag='"v1"')
+    updater.add("ut1", "gambling", "/ut1.tar.gz", "ut1", member="ut1/adult/domains")
+    assert updater.update()["ok"]
+    assert updater.lookup("porn.example") == ["gambling"]
+    updater.remote.clear()
+    updater.sources.clear()
+    updater.add("ut1", "gambling", "/ut1.tar.gz", "ut1", member="ut1/gambling/domains")
+    result = updater.update()
+    # No validators from the other member's copy: the archive is fetched again, and one entry
+    # against the old copy's one is no shrink.
+    assert "If-None-Match" not in list_server.asked("/ut1.tar.gz")[-1].headers
+    assert result["sources"]["ut1"]["status"] == "updated"
+    assert updater.lookup("porn.example") == []
+    assert updater.lookup("bet.example") == ["gambling"]
+
+
+def test_a_source_that_breaks_the_client_fails_alone(
+    updater: Updater, list_server: ListServer
+) -> None:
+    list_server.serve("/good.txt", "good.example\n")
+    updater.add("good", "malware", "/good.txt")
+    updater.add("odd", "adult", "/x")
+    updater.remote[-1]["url"] = "http://[::1/x"  # past the configuration's checks somehow
+    result = updater.update()
+    assert result["ok"]
+    assert result["sources"]["good"]["status"] == "updated"
+    assert result["sources"]["odd"]["status"] == "failed"
+
+
+def test_a_failed_build_keeps_the_last_good_copies(
+    updater: Updater, list_server: ListServer, tmp_path: Path
+) -> None:
+    list_server.serve("/l.txt", names(4))
+    updater.add("l", "malware", "/l.txt")
+    assert updater.update()["ok"]
+    list_server.serve("/l.txt", names(6))
+    local = tmp_path / "local.txt"
+    updater.add_file("local", "games", local)  # not there: the compile fails
+    result = updater.update()
+    assert not result["ok"] and "cannot read" in result["error"]
+    assert updater.downloads.last_good("l").read_text() == names(4)
+    assert list(updater.downloads.dir.glob("*.new")) == []
+    assert updater.lookup("n3.example") == ["malware"]
+    local.write_text("local.example\n")
+    assert updater.update()["sources"]["l"]["status"] == "updated"
+    assert updater.downloads.last_good("l").read_text() == names(6)
+
+
+def test_the_shrink_check_survives_a_lost_state_file(
+    updater: Updater, list_server: ListServer
+) -> None:
+    list_server.serve("/l.txt", names(10))
+    updater.add("l", "malware", "/l.txt")
+    assert updater.update()["ok"]
+    state = updater.downloads.load()
+    state.sources["l"].entries = 0  # as if state.json had been lost and rebuilt
+    updater.downloads.save(state)
+    list_server.serve("/l.txt", names(2))
+    assert updater.update()["sources"]["l"]["status"] == "refused"

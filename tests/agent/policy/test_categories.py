@@ -73,6 +73,11 @@ def test_locked_categories_are_blocked_whatever_the_overrides() -> None:
         assert actions["terrorism"] is Action.BLOCK
 
 
+def test_locked_categories_keep_an_alert_when_asked() -> None:
+    actions = bundled().actions(AgeTier.STAFF, {"child-abuse": Action.BLOCK_ALERT})
+    assert actions["child-abuse"] is Action.BLOCK_ALERT
+
+
 def test_overrides_change_only_what_they_name() -> None:
     t = bundled()
     plain = t.actions(AgeTier.SECONDARY)
