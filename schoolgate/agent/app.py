@@ -73,6 +73,7 @@ from schoolgate.agent.stats import Counters
 log = logging.getLogger(__name__)
 
 _PARSED_LIMIT = 20_000
+_ANY_PORT_ATTEMPTS = 20
 _UNKNOWN: Any = object()
 # RFC 8914 18, Prohibited: the annotation a resolver gives a client it does not serve.
 _PROHIBITED = ede_option(18, "not a client of this school's resolver")
@@ -328,14 +329,27 @@ class Agent:
         )
         try:
             for host, port in config.listen:
-                sock = bind_udp(host, port, config.udp_receive_buffer)
-                listener = UdpListener(sock, handler, self.counters)
-                listener.start(loop)
-                self.udp.append(listener)
-                bound_host, bound_port = listener.address
-                # Port 0 (tests) binds UDP first and then TCP on the same port number.
-                await self.tcp.listen(host, bound_port)
-                self.addresses.append((bound_host, bound_port))
+                # Port 0 (any port, as tests ask) binds UDP first and then TCP on the same
+                # number, which some other TCP socket may hold: then another number is tried.
+                for attempt in range(1 if port else _ANY_PORT_ATTEMPTS):
+                    sock = bind_udp(host, port, config.udp_receive_buffer)
+                    listener = UdpListener(sock, handler, self.counters)
+                    bound_host, bound_port = listener.address
+                    try:
+                        await self.tcp.listen(host, bound_port)
+                    except OSError as exc:
+                        listener.stop()
+                        if (
+                            port
+                            or exc.errno != errno.EADDRINUSE
+                            or attempt + 1 == _ANY_PORT_ATTEMPTS
+                        ):
+                            raise
+                        continue
+                    listener.start(loop)
+                    self.udp.append(listener)
+                    self.addresses.append((bound_host, bound_port))
+                    break
         except OSError as exc:
             self._close_listeners()
             hint = ""
