@@ -22,7 +22,7 @@ import logging
 import signal
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +68,8 @@ from schoolgate.agent.jobs import Jobs
 from schoolgate.agent.lists import list_sources
 from schoolgate.agent.policy.clients import Client, ClientIdentifier, Group
 from schoolgate.agent.policy.decide import Decider
+from schoolgate.agent.policy.groups import GroupMatcher
+from schoolgate.agent.policy.identity import Device, read_devices
 from schoolgate.agent.stats import Counters
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,7 @@ class Pipeline:
     forwarder: Forwarder
     decider: Decider
     cache: AnswerCache
+    clients: ClientIdentifier
 
 
 def cache_settings(config: AgentConfig) -> CacheSettings:
@@ -124,14 +127,30 @@ def upstream_group(config: AgentConfig) -> UpstreamGroup:
     return UpstreamGroup([Upstream(u, config.upstream_timeout, tls) for u in config.upstreams])
 
 
+def client_identifier(config: AgentConfig, devices: Mapping[str, Device]) -> ClientIdentifier:
+    """Clients by address: refused outside the client networks, else in their group."""
+    groups = {g.name: Group(g.name, g.actions) for g in config.groups}
+    matcher = None
+    if len(config.groups) > 1:
+        matcher = GroupMatcher([g.rule for g in config.groups], config.default_group.name)
+    return ClientIdentifier(
+        config.client_networks,
+        groups[config.default_group.name],
+        groups,
+        matcher,
+        devices,
+    )
+
+
 def build_pipeline(
     config: AgentConfig,
     lists: CompiledLists,
     cache: AnswerCache,
     counters: Counters,
+    devices: Mapping[str, Device] | None = None,
 ) -> Pipeline:
     """Assemble the stages in their order (see the module docstring for why this order)."""
-    clients = ClientIdentifier(config.client_networks, Group("default", config.actions))
+    clients = client_identifier(config, devices or {})
     identify = clients.identify
     known_clients = clients.memo
     decider = Decider(lists, config.taxonomy)
@@ -246,7 +265,7 @@ def build_pipeline(
         forward(data, query, client, reply, addr)
         return None
 
-    return Pipeline(handle, forwarder, decider, cache)
+    return Pipeline(handle, forwarder, decider, cache, clients)
 
 
 class Agent:
@@ -266,13 +285,15 @@ class Agent:
         self.jobs = Jobs(self)
         self._retiring: set[asyncio.Task[None]] = set()
         self.lists_lock = asyncio.Lock()
+        self.devices: Mapping[str, Device] = {}
         self._ignored_build: tuple[int, int] | None = None
 
     async def start(self) -> None:
         started = time.monotonic()
         lists = await self._lists(self.config, first=True)
         cache = AnswerCache(cache_settings(self.config))
-        self.pipeline = build_pipeline(self.config, lists, cache, self.counters)
+        self.devices = await self.read_devices()
+        self.pipeline = build_pipeline(self.config, lists, cache, self.counters, self.devices)
         await self._listen()
         self.jobs.start()
         # Everything made while starting lives as long as the process: keep it out of the
@@ -407,7 +428,7 @@ class Agent:
         cache = old.cache
         if cache_settings(config) != cache.settings:
             cache = AnswerCache(cache_settings(config))
-        self.pipeline = build_pipeline(config, lists, cache, self.counters)
+        self.pipeline = build_pipeline(config, lists, cache, self.counters, self.devices)
         if config.state_dir != self.config.state_dir:
             self.store = ListStore(config.state_dir)
         self.config = config
@@ -416,6 +437,17 @@ class Agent:
         task = asyncio.get_running_loop().create_task(self._retire(old))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
+
+    async def read_devices(self) -> dict[str, Device]:
+        """The neighbour table and lease files, read in a thread: files can be slow."""
+        identity = self.config.identity
+        return await asyncio.to_thread(read_devices, identity.neighbours, identity.lease_files)
+
+    async def refresh_devices(self) -> bool:
+        """Read the device map again; True when it changed."""
+        devices = await self.read_devices()
+        self.devices = devices
+        return self.pipeline is not None and self.pipeline.clients.use_devices(devices)
 
     @property
     def lists(self) -> CompiledLists:

@@ -16,7 +16,7 @@ from dnslib import QTYPE
 from schoolgate import __version__
 from schoolgate.agent import cli_lists
 from schoolgate.agent import config as config_mod
-from schoolgate.agent.app import Agent, StartupError, block_settings
+from schoolgate.agent.app import Agent, StartupError, block_settings, client_identifier
 from schoolgate.agent.config import AgentConfig, ConfigError, parse_address
 from schoolgate.agent.dns.synth import BlockResponse, BlockSettings, block_addresses
 from schoolgate.agent.dns.upstream import parse_upstream
@@ -28,8 +28,8 @@ from schoolgate.agent.filter.store import ListStore
 from schoolgate.agent.lists import list_sources
 from schoolgate.agent.policy import categories as taxonomy_mod
 from schoolgate.agent.policy.categories import LANGUAGES
-from schoolgate.agent.policy.clients import ClientIdentifier, Group
 from schoolgate.agent.policy.decide import Decider
+from schoolgate.agent.policy.identity import read_devices
 
 log = logging.getLogger("schoolgate.agent")
 
@@ -245,7 +245,8 @@ def _check(config: AgentConfig, name: str, client_ip: str, qtype_name: str) -> i
         print(f"unknown record type {qtype_name!r}", file=sys.stderr)
         return EXIT_CONFIG
     query = _synthetic_query(text, qtype)
-    identify = ClientIdentifier(config.client_networks, Group("default", config.actions))
+    identity = config.identity
+    identify = client_identifier(config, read_devices(identity.neighbours, identity.lease_files))
     client = identify.identify(client_ip)
     print(f"name:     {text}.")
     print(f"type:     {qtype_name.upper()}")
@@ -253,9 +254,10 @@ def _check(config: AgentConfig, name: str, client_ip: str, qtype_name: str) -> i
         print(f"client:   {client_ip} is outside the client networks")
         print("decision: refused (the agent is not an open resolver)")
         return 0
-    print(
-        f"client:   {client.address} (group {client.group.name}, age tier {config.age_tier.value})"
-    )
+    tier = next(g.age_tier for g in config.groups if g.name == client.group.name)
+    if client.mac or client.hostname:
+        print(f"device:   MAC {client.mac or 'unknown'}, DHCP name {client.hostname or 'unknown'}")
+    print(f"client:   {client.address} (group {client.group.name}, age tier {tier.value})")
     with tempfile.TemporaryDirectory(prefix="schoolgate-check-") as scratch:
         lists, fresh = _open_lists(config, Path(scratch))
         decision = Decider(lists, config.taxonomy).explain(client.group, query.qname, query.labels)

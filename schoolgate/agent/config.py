@@ -34,6 +34,8 @@ from schoolgate.agent.policy.categories import (
     make_category,
 )
 from schoolgate.agent.policy.decision import Action
+from schoolgate.agent.policy.groups import GroupRule, overlaps
+from schoolgate.agent.policy.identity import normalize_mac
 
 BUNDLED_CONFIG: Final = "default.toml"
 
@@ -66,6 +68,7 @@ class ConfigError(Exception):
 _MISSING: Final[Any] = object()
 _LIST_NAME: Final = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
 _ACTIONS: Final = tuple(a.value for a in Action)
+_GROUP_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,63}")
 _ARCHIVE_FORMATS: Final = (ListFormat.UT1,)
 
 
@@ -127,6 +130,23 @@ class PolicySection(_Section):
     actions: dict[str, str] = msgspec.field(default_factory=dict)
 
 
+class GroupSection(_Section):
+    name: str
+    age_tier: Literal["foundation", "ks2", "secondary", "staff", "guest"] = "secondary"
+    addresses: list[str] = msgspec.field(default_factory=list)
+    macs: list[str] = msgspec.field(default_factory=list)
+    hostnames: list[str] = msgspec.field(default_factory=list)
+    actions: dict[str, str] = msgspec.field(default_factory=dict)
+    default: bool = False
+    order: int = 0
+
+
+class IdentitySection(_Section):
+    neighbours: bool = True
+    lease_files: list[str] = msgspec.field(default_factory=list)
+    refresh: int = 30
+
+
 class CategorySection(_Section):
     id: str
     tier: Literal["safeguarding", "security", "bypass", "age-appropriate", "productivity"]
@@ -159,6 +179,8 @@ class _RawConfig(_Section):
     cache: CacheSection = msgspec.field(default_factory=CacheSection)
     filter: FilterSection = msgspec.field(default_factory=FilterSection)
     policy: PolicySection = msgspec.field(default_factory=PolicySection)
+    groups: list[GroupSection] = msgspec.field(default_factory=list)
+    identity: IdentitySection = msgspec.field(default_factory=IdentitySection)
     categories: list[CategorySection] = msgspec.field(default_factory=list)
     lists: list[ListSection] = msgspec.field(default_factory=list)
     sources: SourcesSection = msgspec.field(default_factory=SourcesSection)
@@ -185,6 +207,24 @@ class RemoteListConfig:
     format: ListFormat
     member: str
     catalogue: bool
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    """A group of clients: who is in it and what it may reach."""
+
+    name: str
+    age_tier: AgeTier
+    actions: dict[str, Action]
+    rule: GroupRule
+    default: bool
+
+
+@dataclass(frozen=True)
+class IdentitySettings:
+    neighbours: bool
+    lease_files: tuple[Path, ...]
+    refresh: int
 
 
 @dataclass(frozen=True)
@@ -217,11 +257,27 @@ class AgentConfig:
     cache: CacheSection
     filter: FilterSection
     taxonomy: Taxonomy
-    age_tier: AgeTier
-    actions: dict[str, Action]
+    # The groups, the default one (for devices no group claims) among them; a configuration
+    # without [[groups]] has one, "default", with the [policy] age tier and actions.
+    groups: tuple[GroupConfig, ...]
+    identity: IdentitySettings
     lists: tuple[ListConfig, ...]
     remote_lists: tuple[RemoteListConfig, ...]
     updates: UpdateSettings
+
+    @property
+    def default_group(self) -> GroupConfig:
+        return next(g for g in self.groups if g.default)
+
+    @property
+    def age_tier(self) -> AgeTier:
+        """The default group's age tier."""
+        return self.default_group.age_tier
+
+    @property
+    def actions(self) -> dict[str, Action]:
+        """The default group's actions."""
+        return self.default_group.actions
 
     def confidential(self, category: str) -> bool:
         """Lists of locked categories are licensed and confidential: never quote their lines."""
@@ -387,7 +443,8 @@ def _check(c: _RawConfig, file: str, base: Path) -> AgentConfig:
         )
 
     taxonomy = _taxonomy(fail, c.categories)
-    actions = _actions(fail, taxonomy, c.policy)
+    groups = _groups(fail, taxonomy, c.policy, c.groups)
+    identity = _identity(fail, c.identity, base)
     lists, remote = _lists(fail, taxonomy, c.lists, base)
     taken = {f.name for f in lists} | {r.name for r in remote}
     bundled_files, catalogue_remote = _catalogue_lists(fail, taxonomy, c.sources, taken)
@@ -411,8 +468,8 @@ def _check(c: _RawConfig, file: str, base: Path) -> AgentConfig:
         cache=cache,
         filter=flt,
         taxonomy=taxonomy,
-        age_tier=AgeTier(c.policy.age_tier),
-        actions=actions,
+        groups=groups,
+        identity=identity,
         lists=tuple(lists),
         remote_lists=tuple(remote),
         updates=updates,
@@ -453,17 +510,95 @@ def _taxonomy(fail: Any, site: list[CategorySection]) -> Taxonomy:
     return bundled.extended(made)
 
 
-def _actions(fail: Any, taxonomy: Taxonomy, policy: PolicySection) -> dict[str, Action]:
+def _overrides(
+    fail: Any, taxonomy: Taxonomy, actions: dict[str, str], where: str
+) -> dict[str, Action]:
     overrides: dict[str, Action] = {}
-    for category_id, action in policy.actions.items():
-        key = f"policy.actions.{category_id}"
+    for category_id, action in actions.items():
+        key = f"{where}.{category_id}"
         if action not in _ACTIONS:
             raise fail(key, action, f"actions are {', '.join(_ACTIONS)}")
         reason = taxonomy.check_override(category_id, Action(action))
         if reason is not None:
             raise fail(key, action, reason)
         overrides[category_id] = Action(action)
-    return taxonomy.actions(AgeTier(policy.age_tier), overrides)
+    return overrides
+
+
+def _groups(
+    fail: Any, taxonomy: Taxonomy, policy: PolicySection, sections: list[GroupSection]
+) -> tuple[GroupConfig, ...]:
+    common = _overrides(fail, taxonomy, policy.actions, "policy.actions")
+    if not sections:
+        tier = AgeTier(policy.age_tier)
+        return (
+            GroupConfig(
+                "default", tier, taxonomy.actions(tier, common), GroupRule("default"), True
+            ),
+        )
+    groups: list[GroupConfig] = []
+    for i, g in enumerate(sections):
+        key = f"groups[{i}]"
+        if not _GROUP_NAME.fullmatch(g.name):
+            raise fail(f"{key}.name", g.name, "use letters, digits, '-' and '_' (up to 63)")
+        if any(other.name == g.name for other in groups):
+            raise fail(f"{key}.name", g.name, "another group has this name")
+        if g.order < 0:
+            raise fail(f"{key}.order", g.order, "must not be negative")
+        networks = []
+        for j, item in enumerate(g.addresses):
+            try:
+                networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError as exc:
+                raise fail(f"{key}.addresses[{j}]", item, f"not an address: {exc}") from None
+        macs = []
+        for j, item in enumerate(g.macs):
+            mac = normalize_mac(item)
+            if mac is None:
+                raise fail(f"{key}.macs[{j}]", item, "not a MAC address (aa:bb:cc:dd:ee:ff)")
+            macs.append(mac)
+        for j, item in enumerate(g.hostnames):
+            if not item.strip() or any(c.isspace() for c in item):
+                raise fail(f"{key}.hostnames[{j}]", item, "a name or a pattern like 'ks2-*'")
+        own = _overrides(fail, taxonomy, g.actions, f"{key}.actions")
+        tier = AgeTier(g.age_tier)
+        rule = GroupRule(
+            g.name,
+            tuple(networks),
+            frozenset(macs),
+            tuple(h.lower().rstrip(".") for h in g.hostnames),
+            g.order,
+        )
+        for other in groups:
+            both_ordered = rule.order and other.rule.order and rule.order != other.rule.order
+            shared = overlaps(other.rule, rule)
+            if shared is not None and not both_ordered:
+                raise fail(
+                    f"{key}.order",
+                    g.order,
+                    f"groups {other.name!r} and {g.name!r} share {shared}: give both a"
+                    " different order to say which wins (the lower wins)",
+                )
+        groups.append(
+            GroupConfig(g.name, tier, taxonomy.actions(tier, {**common, **own}), rule, g.default)
+        )
+    defaults = [g.name for g in groups if g.default]
+    if len(defaults) != 1:
+        raise fail(
+            "groups",
+            defaults,
+            "exactly one group must be the default (default = true), for devices no group"
+            " claims, such as guests",
+        )
+    return tuple(groups)
+
+
+def _identity(fail: Any, section: IdentitySection, base: Path) -> IdentitySettings:
+    if not 5 <= section.refresh <= 3600:
+        raise fail("identity.refresh", section.refresh, "between 5 and 3600 seconds")
+    # Lease files may not exist yet (the DHCP server has not started): that is not an error.
+    files = tuple(_resolve(base, item) for item in section.lease_files)
+    return IdentitySettings(section.neighbours, files, section.refresh)
 
 
 def _lists(

@@ -6,6 +6,8 @@
   timed from the last success recorded on disk, so a box that reboots every night still
   updates once a day rather than never, and a fresh install fetches its lists straight away.
   When a source fails it is tried again sooner (15 minutes, doubling up to the interval).
+* ``identity``: every ``identity.refresh`` seconds, read the neighbour table and DHCP lease
+  files again (in a thread) and hand the client identifier the new device map.
 * ``lists-watch``: every few seconds, notice a build put in service by another process
   (``schoolgate-agent lists update`` or ``lists compile``) and serve it.
 
@@ -63,6 +65,19 @@ class Jobs:
         self.scheduler.start()
         self.reschedule()
 
+    def _schedule_identity(self) -> None:
+        scheduler = self.scheduler
+        if scheduler is None:
+            return
+        scheduler.add_job(
+            self.agent.refresh_devices,
+            IntervalTrigger(seconds=self.agent.config.identity.refresh, timezone=UTC),
+            id="identity",
+            replace_existing=True,
+            coalesce=True,
+            max_instances=1,
+        )
+
     def reschedule(self) -> None:
         """(Re)plan the update job from the configuration and what is on disk."""
         scheduler = self.scheduler
@@ -71,6 +86,7 @@ class Jobs:
         for job_id in ("lists-update", "lists-retry"):
             if scheduler.get_job(job_id) is not None:
                 scheduler.remove_job(job_id)
+        self._schedule_identity()
         config = self.agent.config
         if not config.updates.enabled or not config.remote_lists:
             return

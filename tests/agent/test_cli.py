@@ -276,3 +276,53 @@ def test_lists_sources_shows_licences_and_attribution(tmp_path: Path) -> None:
     assert "CC-BY-SA-4.0" in ut1 and ut1.split()[-2:] == ["yes", "yes"]
     assert "Attribution for the sources in use:" in result.stdout
     assert "Université Toulouse Capitole" in result.stdout
+
+
+def test_check_shows_the_clients_group_and_device(tmp_path: Path) -> None:
+    leases = tmp_path / "dhcpd.leases"
+    leases.write_text(
+        "lease 10.20.7.7 {\n  binding state active;\n  hardware ethernet aa:bb:cc:00:07:07;\n"
+        '  client-hostname "ks2-lab-7";\n}\n',
+        encoding="utf-8",
+    )
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        '[[groups]]\nname = "ks2"\nage_tier = "ks2"\nhostnames = ["ks2-*"]\n'
+        '[[groups]]\nname = "staff"\nage_tier = "staff"\naddresses = ["10.20.9.0/24"]\n'
+        '[[groups]]\nname = "guests"\nage_tier = "guest"\ndefault = true\n'
+        f'[identity]\nneighbours = false\nlease_files = ["{leases}"]\n',
+        encoding="utf-8",
+    )
+    pupil = cli(
+        "check",
+        "roblox.com",
+        "--client",
+        "10.20.7.7",
+        "--config",
+        str(config),
+        state=tmp_path / "s",
+    )
+    assert "client:   10.20.7.7 (group ks2, age tier ks2)" in pupil.stdout
+    assert "device:   MAC aa:bb:cc:00:07:07, DHCP name ks2-lab-7" in pupil.stdout
+    assert "decision: block" in pupil.stdout
+    teacher = cli(
+        "check",
+        "roblox.com",
+        "--client",
+        "10.20.9.3",
+        "--config",
+        str(config),
+        state=tmp_path / "s",
+    )
+    assert "(group staff, age tier staff)" in teacher.stdout
+    assert "decision: allow" in teacher.stdout
+    visitor = cli(
+        "check",
+        "roblox.com",
+        "--client",
+        "10.20.50.1",
+        "--config",
+        str(config),
+        state=tmp_path / "s",
+    )
+    assert "(group guests, age tier guest)" in visitor.stdout

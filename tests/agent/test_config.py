@@ -847,3 +847,133 @@ def test_parse_address(text: str, expected: tuple[str, int]) -> None:
 def test_parse_address_errors(text: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason.replace("[", r"\[")):
         parse_address(text)
+
+
+# --- groups and identity -------------------------------------------------------------------------
+
+_GROUPS = """
+[policy]
+actions = { shopping = "block" }
+
+[[groups]]
+name = "ks2"
+age_tier = "ks2"
+addresses = ["10.20.2.0/24", "fd00:2::/64"]
+hostnames = ["KS2-*"]
+
+[[groups]]
+name = "staff"
+age_tier = "staff"
+macs = ["AA-BB-CC-00-00-01"]
+actions = { games = "block" }
+
+[[groups]]
+name = "guests"
+age_tier = "guest"
+default = true
+
+[identity]
+lease_files = ["dnsmasq.leases"]
+refresh = 60
+"""
+
+
+def test_groups_and_identity(tmp_path: Path) -> None:
+    c = parse_text(_GROUPS, tmp_path)
+    assert [g.name for g in c.groups] == ["ks2", "staff", "guests"]
+    assert c.default_group.name == "guests" and c.age_tier is AgeTier.GUEST
+    ks2, staff, guests = c.groups
+    assert ks2.rule.hostnames == ("ks2-*",)
+    assert [str(n) for n in ks2.rule.networks] == ["10.20.2.0/24", "fd00:2::/64"]
+    assert staff.rule.macs == frozenset({"aa:bb:cc:00:00:01"})
+    assert ks2.actions["games"] is Action.BLOCK and staff.actions["games"] is Action.BLOCK
+    assert guests.actions["games"] is Action.ALLOW
+    # [policy] actions apply to every group; a group's own come on top.
+    assert all(g.actions["shopping"] is Action.BLOCK for g in c.groups)
+    assert c.identity.lease_files == (tmp_path / "dnsmasq.leases",)
+    assert c.identity.refresh == 60 and c.identity.neighbours
+
+
+def test_without_groups_there_is_one_default_group(tmp_path: Path) -> None:
+    c = parse_text('[policy]\nage_tier = "ks2"\n', tmp_path)
+    [group] = c.groups
+    assert (group.name, group.default, group.age_tier) == ("default", True, AgeTier.KS2)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "reason"),
+    [
+        pytest.param(
+            '[[groups]]\nname = "a"\n[[groups]]\nname = "b"\n',
+            "groups",
+            "exactly one group must be the default",
+            id="no-default",
+        ),
+        pytest.param(
+            '[[groups]]\nname = "a"\ndefault = true\n[[groups]]\nname = "b"\ndefault = true\n',
+            "groups",
+            "exactly one group must be the default",
+            id="two-defaults",
+        ),
+        pytest.param(
+            '[[groups]]\nname = "a"\ndefault = true\n[[groups]]\nname = "a"\n',
+            "groups[1].name",
+            "another group has this name",
+            id="same-name",
+        ),
+        pytest.param(
+            '[[groups]]\nname = "a b"\ndefault = true\n',
+            "groups[0].name",
+            "use letters",
+            id="bad-name",
+        ),
+        pytest.param(
+            '[[groups]]\nname = "a"\ndefault = true\nmacs = ["aa:bb"]\n',
+            "groups[0].macs[0]",
+            "not a MAC address",
+            id="bad-mac",
+        ),
+        pytest.param(
+            '[[groups]]\nname = "a"\ndefault = true\naddresses = ["10.0.0.300"]\n',
+            "groups[0].addresses[0]",
+            "not an address",
+            id="bad-address",
+        ),
+        pytest.param(
+            '[[groups]]\nname = "a"\ndefault = true\naddresses = ["10.0.0.0/8"]\n'
+            '[[groups]]\nname = "b"\naddresses = ["10.1.0.0/16"]\n',
+            "groups[1].order",
+            "share networks 10.0.0.0/8 and 10.1.0.0/16",
+            id="overlap-without-order",
+        ),
+        pytest.param(
+            '[[groups]]\nname = "a"\ndefault = true\nmacs = ["aa:bb:cc:dd:ee:ff"]\norder = 1\n'
+            '[[groups]]\nname = "b"\nmacs = ["AA:BB:CC:DD:EE:FF"]\norder = 1\n',
+            "groups[1].order",
+            "share MAC address aa:bb:cc:dd:ee:ff",
+            id="overlap-same-order",
+        ),
+        pytest.param(
+            '[[groups]]\nname = "a"\ndefault = true\nactions = { terrorism = "allow" }\n',
+            "groups[0].actions.terrorism",
+            "locked category",
+            id="group-allows-locked",
+        ),
+        pytest.param(
+            "[identity]\nrefresh = 1", "identity.refresh", "between 5 and 3600", id="refresh"
+        ),
+    ],
+)
+def test_group_errors(tmp_path: Path, text: str, key: str, reason: str) -> None:
+    err = config_error(text, tmp_path)
+    assert err.key == key
+    assert reason in err.reason
+
+
+def test_overlapping_groups_with_an_order_are_accepted(tmp_path: Path) -> None:
+    c = parse_text(
+        '[[groups]]\nname = "a"\ndefault = true\naddresses = ["10.0.0.0/8"]\norder = 2\n'
+        '[[groups]]\nname = "b"\naddresses = ["10.1.0.0/16"]\norder = 1\n',
+        tmp_path,
+    )
+    assert [g.rule.order for g in c.groups] == [2, 1]

@@ -1,8 +1,9 @@
-"""Who is asking: the client's address mapped to a group, or refused.
+"""Who is asking: the client's address mapped to a device and its group, or refused.
 
 The agent must never be an open resolver, so a source address outside the configured client
-networks is refused before anything else is looked at. Groups are filled in by the policy; until
-then every allowed client belongs to the default group.
+networks is refused before anything else is looked at. The device (MAC address, DHCP name)
+comes from an in-memory map that background jobs replace whole; the group from the group
+rules. Both are memoized per address, and the memo is emptied when the map changes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from typing import Final
 
 from schoolgate.agent.policy.decision import Action, Decision
+from schoolgate.agent.policy.groups import GroupMatcher
+from schoolgate.agent.policy.identity import Device
 
 _MEMO_LIMIT: Final = 65_536
 
@@ -38,22 +41,42 @@ class Group:
 class Client:
     """A client as the pipeline knows it."""
 
-    __slots__ = ("address", "group")
+    __slots__ = ("address", "group", "hostname", "mac")
 
-    def __init__(self, address: str, group: Group) -> None:
+    def __init__(self, address: str, group: Group, device: Device | None = None) -> None:
         self.address = address
         self.group = group
+        self.mac = device.mac if device is not None else ""
+        self.hostname = device.hostname if device is not None else ""
 
 
 class ClientIdentifier:
     """Maps a source address to a ``Client`` (memoized), or None when it must be refused."""
 
-    def __init__(self, networks: Iterable[Network], default_group: Group) -> None:
+    def __init__(
+        self,
+        networks: Iterable[Network],
+        default_group: Group,
+        groups: Mapping[str, Group] | None = None,
+        matcher: GroupMatcher | None = None,
+        devices: Mapping[str, Device] | None = None,
+    ) -> None:
         self._v4 = tuple(n for n in networks if n.version == 4)
         self._v6 = tuple(n for n in networks if n.version == 6)
         self._default = default_group
+        self._groups = dict(groups or {})
+        self._matcher = matcher
+        self.devices: Mapping[str, Device] = devices or {}
         # Address -> client, or None for an address to refuse; read directly by the query path.
         self.memo: dict[str, Client | None] = {}
+
+    def use_devices(self, devices: Mapping[str, Device]) -> bool:
+        """Take a fresh device map; True when it changed (and the memo was emptied)."""
+        if devices == self.devices:
+            return False
+        self.devices = devices
+        self.memo.clear()  # the same dict: the query path holds a reference to it
+        return True
 
     def identify(self, address: str) -> Client | None:
         try:
@@ -77,4 +100,9 @@ class ClientIdentifier:
         networks: tuple[Network, ...] = self._v4 if ip.version == 4 else self._v6
         if not any(ip in net for net in networks):
             return None
-        return Client(str(ip), self._default)
+        text = str(ip)
+        device = self.devices.get(text)
+        group = self._default
+        if self._matcher is not None:
+            group = self._groups.get(self._matcher.match(ip, device), self._default)
+        return Client(text, group, device)

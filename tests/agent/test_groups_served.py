@@ -1,0 +1,84 @@
+"""Groups over real DNS: clients at different loopback addresses get their own group's answers."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import dns.message
+import dns.query
+
+from tests.conftest import AgentFactory
+from tests.support.agent import AgentThread
+
+
+def answer(agent: AgentThread, name: str, source: str) -> list[str]:
+    query = dns.message.make_query(name, "A")
+    reply = dns.query.udp(query, "127.0.0.1", port=agent.port, timeout=3, source=source)
+    return [rr.to_text() for rrset in reply.answer for rr in rrset]
+
+
+def groups(lease_file: Path) -> str:
+    return f"""
+[[groups]]
+name = "ks2"
+age_tier = "ks2"
+addresses = ["127.0.0.2"]
+hostnames = ["ks2-*"]
+
+[[groups]]
+name = "staff"
+age_tier = "staff"
+addresses = ["127.0.0.3"]
+
+[[groups]]
+name = "guests"
+age_tier = "guest"
+default = true
+
+[identity]
+neighbours = false
+lease_files = ["{lease_file}"]
+
+[[lists]]
+name = "games"
+category = "games"
+path = "{lease_file.parent / "games.txt"}"
+"""
+
+
+def test_each_client_gets_its_groups_answer(make_agent: AgentFactory, tmp_path: Path) -> None:
+    (tmp_path / "games.txt").write_text("game.example\n", encoding="utf-8")
+    leases = tmp_path / "dnsmasq.leases"
+    leases.write_text("0 aa:bb:cc:00:00:04 127.0.0.4 KS2-Lab-04 *\n", encoding="utf-8")
+    agent = make_agent(groups(leases))
+    assert answer(agent, "game.example", "127.0.0.2") == ["0.0.0.0"]  # ks2 by address
+    assert answer(agent, "game.example", "127.0.0.3") == ["192.0.2.1"]  # staff may play
+    assert answer(agent, "game.example", "127.0.0.4") == ["0.0.0.0"]  # ks2 by DHCP name
+    assert answer(agent, "game.example", "127.0.0.5") == ["192.0.2.1"]  # guests: default
+    assert answer(agent, "www.example.org", "127.0.0.2") == ["192.0.2.1"]
+
+    # Another device gets the address: no group claims its name, so once the map is read
+    # again it is a guest.
+    leases.write_text("0 aa:bb:cc:00:00:09 127.0.0.4 visitor-phone *\n", encoding="utf-8")
+    assert agent.agent is not None
+    assert agent.call(agent.agent.refresh_devices())
+    assert agent.call(agent.agent.refresh_devices()) is False  # nothing new the second time
+    assert answer(agent, "game.example", "127.0.0.4") == ["192.0.2.1"]
+
+
+def test_the_identity_job_reads_lease_files_by_itself(
+    make_agent: AgentFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "games.txt").write_text("game.example\n", encoding="utf-8")
+    leases = tmp_path / "dnsmasq.leases"
+    leases.write_text("", encoding="utf-8")
+    agent = make_agent(
+        groups(leases).replace("neighbours = false", "neighbours = false\nrefresh = 5")
+    )
+    assert answer(agent, "game.example", "127.0.0.6") == ["192.0.2.1"]
+    leases.write_text("0 aa:bb:cc:00:00:06 127.0.0.6 ks2-tablet-6 *\n", encoding="utf-8")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and answer(agent, "game.example", "127.0.0.6") != ["0.0.0.0"]:
+        time.sleep(0.2)
+    assert answer(agent, "game.example", "127.0.0.6") == ["0.0.0.0"]
