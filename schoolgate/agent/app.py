@@ -70,6 +70,7 @@ from schoolgate.agent.policy.clients import Client, ClientIdentifier, Group
 from schoolgate.agent.policy.decide import Decider
 from schoolgate.agent.policy.groups import GroupMatcher
 from schoolgate.agent.policy.identity import Device, read_devices
+from schoolgate.agent.policy.schedules import active_schedules
 from schoolgate.agent.stats import Counters
 
 log = logging.getLogger(__name__)
@@ -127,9 +128,12 @@ def upstream_group(config: AgentConfig) -> UpstreamGroup:
     return UpstreamGroup([Upstream(u, config.upstream_timeout, tls) for u in config.upstreams])
 
 
-def client_identifier(config: AgentConfig, devices: Mapping[str, Device]) -> ClientIdentifier:
-    """Clients by address: refused outside the client networks, else in their group."""
-    groups = {g.name: Group(g.name, g.actions) for g in config.groups}
+def client_identifier(
+    config: AgentConfig, devices: Mapping[str, Device], active: frozenset[str] = frozenset()
+) -> ClientIdentifier:
+    """Clients by address: refused outside the client networks, else in their group, whose
+    actions are those of the ``active`` schedules."""
+    groups = {g.name: Group(g.name, config.group_actions(g, active)) for g in config.groups}
     matcher = None
     if len(config.groups) > 1:
         matcher = GroupMatcher([g.rule for g in config.groups], config.default_group.name)
@@ -148,9 +152,10 @@ def build_pipeline(
     cache: AnswerCache,
     counters: Counters,
     devices: Mapping[str, Device] | None = None,
+    active: frozenset[str] = frozenset(),
 ) -> Pipeline:
     """Assemble the stages in their order (see the module docstring for why this order)."""
-    clients = client_identifier(config, devices or {})
+    clients = client_identifier(config, devices or {}, active)
     identify = clients.identify
     known_clients = clients.memo
     decider = Decider(lists, config.taxonomy)
@@ -286,6 +291,7 @@ class Agent:
         self._retiring: set[asyncio.Task[None]] = set()
         self.lists_lock = asyncio.Lock()
         self.devices: Mapping[str, Device] = {}
+        self.active_schedules: frozenset[str] = frozenset()
         self._ignored_build: tuple[int, int] | None = None
 
     async def start(self) -> None:
@@ -293,7 +299,10 @@ class Agent:
         lists = await self._lists(self.config, first=True)
         cache = AnswerCache(cache_settings(self.config))
         self.devices = await self.read_devices()
-        self.pipeline = build_pipeline(self.config, lists, cache, self.counters, self.devices)
+        self.active_schedules = self.config_schedules_now(self.config)
+        self.pipeline = build_pipeline(
+            self.config, lists, cache, self.counters, self.devices, self.active_schedules
+        )
         await self._listen()
         self.jobs.start()
         # Everything made while starting lives as long as the process: keep it out of the
@@ -428,7 +437,10 @@ class Agent:
         cache = old.cache
         if cache_settings(config) != cache.settings:
             cache = AnswerCache(cache_settings(config))
-        self.pipeline = build_pipeline(config, lists, cache, self.counters, self.devices)
+        self.active_schedules = self.config_schedules_now(config)
+        self.pipeline = build_pipeline(
+            config, lists, cache, self.counters, self.devices, self.active_schedules
+        )
         if config.state_dir != self.config.state_dir:
             self.store = ListStore(config.state_dir)
         self.config = config
@@ -437,6 +449,31 @@ class Agent:
         task = asyncio.get_running_loop().create_task(self._retire(old))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
+
+    @staticmethod
+    def config_schedules_now(config: AgentConfig) -> frozenset[str]:
+        return active_schedules(config.schedules, config.local_now())
+
+    def apply_schedules(self, active: frozenset[str] | None = None) -> bool:
+        """Switch every group to the actions of the schedules on now (or ``active``).
+
+        Runs every second; does nothing unless a schedule started or ended. True when it did.
+        """
+        if active is None:
+            active = self.config_schedules_now(self.config)
+        if active == self.active_schedules or self.pipeline is None:
+            return False
+        log.info(
+            "schedules now on: %s (were: %s)",
+            ", ".join(sorted(active)) or "none",
+            ", ".join(sorted(self.active_schedules)) or "none",
+        )
+        self.active_schedules = active
+        by_name = {g.name: g for g in self.config.groups}
+        for group in self.pipeline.clients.groups.values():
+            group.set_actions(self.config.group_actions(by_name[group.name], active))
+            self.pipeline.decider.forget(group)
+        return True
 
     async def read_devices(self) -> dict[str, Device]:
         """The neighbour table and lease files, read in a thread: files can be slow."""

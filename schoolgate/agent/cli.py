@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import logging
 import sys
 import tempfile
@@ -30,6 +31,7 @@ from schoolgate.agent.policy import categories as taxonomy_mod
 from schoolgate.agent.policy.categories import LANGUAGES
 from schoolgate.agent.policy.decide import Decider
 from schoolgate.agent.policy.identity import read_devices
+from schoolgate.agent.policy.schedules import active_schedules
 
 log = logging.getLogger("schoolgate.agent")
 
@@ -51,6 +53,13 @@ def _upstream(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+def _moment(text: str) -> dt.datetime:
+    try:
+        return dt.datetime.strptime(text.strip(), "%Y-%m-%d %H:%M")
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected 'YYYY-MM-DD HH:MM'") from None
 
 
 def _list(text: str) -> tuple[str, Path]:
@@ -112,6 +121,12 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("name")
     check.add_argument("--client", default="127.0.0.1", metavar="IP")
     check.add_argument("--type", default="A", metavar="TYPE")
+    check.add_argument(
+        "--at",
+        type=_moment,
+        metavar="'YYYY-MM-DD HH:MM'",
+        help="decide as at this moment, in the site's time zone (default: now)",
+    )
 
     cats = sub.add_parser("categories", help="the categories and what this configuration does")
     config_arg(cats)
@@ -178,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return _run(load)
         if args.command == "check":
-            return _check(load(), args.name, args.client, args.type)
+            return _check(load(), args.name, args.client, args.type, args.at)
         if args.command == "categories":
             return cli_lists.categories(load(), args.language)
         return _lists_command(args, load())
@@ -234,7 +249,13 @@ def _open_lists(config: AgentConfig, scratch: Path) -> tuple[CompiledLists, bool
     return lists, True
 
 
-def _check(config: AgentConfig, name: str, client_ip: str, qtype_name: str) -> int:
+def _check(
+    config: AgentConfig,
+    name: str,
+    client_ip: str,
+    qtype_name: str,
+    at: dt.datetime | None = None,
+) -> int:
     try:
         text = normalize(name)
     except InvalidName as exc:
@@ -246,10 +267,15 @@ def _check(config: AgentConfig, name: str, client_ip: str, qtype_name: str) -> i
         return EXIT_CONFIG
     query = _synthetic_query(text, qtype)
     identity = config.identity
-    identify = client_identifier(config, read_devices(identity.neighbours, identity.lease_files))
-    client = identify.identify(client_ip)
+    moment = at or config.local_now()
+    active = active_schedules(config.schedules, moment)
+    devices = read_devices(identity.neighbours, identity.lease_files)
+    client = client_identifier(config, devices, active).identify(client_ip)
     print(f"name:     {text}.")
     print(f"type:     {qtype_name.upper()}")
+    if config.schedules:
+        on = ", ".join(sorted(active)) or "none"
+        print(f"time:     {moment:%Y-%m-%d %H:%M} (schedules on: {on})")
     if client is None:
         print(f"client:   {client_ip} is outside the client networks")
         print("decision: refused (the agent is not an open resolver)")

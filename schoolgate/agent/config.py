@@ -7,17 +7,19 @@ is documented in docs/configuration.md.
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import math
 import os
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
@@ -36,6 +38,7 @@ from schoolgate.agent.policy.categories import (
 from schoolgate.agent.policy.decision import Action
 from schoolgate.agent.policy.groups import GroupRule, overlaps
 from schoolgate.agent.policy.identity import normalize_mac
+from schoolgate.agent.policy.schedules import Schedule, parse_dates, parse_days, parse_window
 
 BUNDLED_CONFIG: Final = "default.toml"
 
@@ -130,6 +133,18 @@ class PolicySection(_Section):
     actions: dict[str, str] = msgspec.field(default_factory=dict)
 
 
+class SiteSection(_Section):
+    timezone: str = ""
+
+
+class ScheduleSection(_Section):
+    name: str
+    days: list[str] = msgspec.field(default_factory=lambda: ["mon-sun"])
+    times: list[str] = msgspec.field(default_factory=list)
+    dates: list[str] = msgspec.field(default_factory=list)
+    except_dates: list[str] = msgspec.field(default_factory=list)
+
+
 class GroupSection(_Section):
     name: str
     age_tier: Literal["foundation", "ks2", "secondary", "staff", "guest"] = "secondary"
@@ -139,6 +154,7 @@ class GroupSection(_Section):
     actions: dict[str, str] = msgspec.field(default_factory=dict)
     default: bool = False
     order: int = 0
+    schedules: dict[str, dict[str, str]] = msgspec.field(default_factory=dict)
 
 
 class IdentitySection(_Section):
@@ -178,7 +194,9 @@ class _RawConfig(_Section):
     upstream: UpstreamSection = msgspec.field(default_factory=UpstreamSection)
     cache: CacheSection = msgspec.field(default_factory=CacheSection)
     filter: FilterSection = msgspec.field(default_factory=FilterSection)
+    site: SiteSection = msgspec.field(default_factory=SiteSection)
     policy: PolicySection = msgspec.field(default_factory=PolicySection)
+    schedules: list[ScheduleSection] = msgspec.field(default_factory=list)
     groups: list[GroupSection] = msgspec.field(default_factory=list)
     identity: IdentitySection = msgspec.field(default_factory=IdentitySection)
     categories: list[CategorySection] = msgspec.field(default_factory=list)
@@ -215,9 +233,11 @@ class GroupConfig:
 
     name: str
     age_tier: AgeTier
-    actions: dict[str, Action]
+    actions: dict[str, Action]  # outside every schedule
     rule: GroupRule
     default: bool
+    overrides: dict[str, Action] = field(default_factory=dict)  # [policy] and the group's own
+    schedule_overrides: dict[str, dict[str, Action]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -261,9 +281,30 @@ class AgentConfig:
     # without [[groups]] has one, "default", with the [policy] age tier and actions.
     groups: tuple[GroupConfig, ...]
     identity: IdentitySettings
+    timezone: ZoneInfo | None  # None: the machine's own
+    schedules: tuple[Schedule, ...]
     lists: tuple[ListConfig, ...]
     remote_lists: tuple[RemoteListConfig, ...]
     updates: UpdateSettings
+
+    def group_actions(self, group: GroupConfig, active: frozenset[str]) -> dict[str, Action]:
+        """A group's actions while the ``active`` schedules are on; later schedules in the
+        file win over earlier ones."""
+        if not active or not group.schedule_overrides:
+            return group.actions
+        merged = dict(group.overrides)
+        for schedule in self.schedules:
+            if schedule.name in active:
+                merged.update(group.schedule_overrides.get(schedule.name, {}))
+        return self.taxonomy.actions(group.age_tier, merged)
+
+    def local_now(self) -> dt.datetime:
+        """Wall-clock time in the site's zone, for schedules."""
+        return (
+            dt.datetime.now(self.timezone).replace(tzinfo=None)
+            if self.timezone
+            else (dt.datetime.now())
+        )
 
     @property
     def default_group(self) -> GroupConfig:
@@ -443,7 +484,9 @@ def _check(c: _RawConfig, file: str, base: Path) -> AgentConfig:
         )
 
     taxonomy = _taxonomy(fail, c.categories)
-    groups = _groups(fail, taxonomy, c.policy, c.groups)
+    timezone = _timezone(fail, c.site.timezone)
+    schedules = _schedules(fail, c.schedules)
+    groups = _groups(fail, taxonomy, c.policy, c.groups, {s.name for s in schedules})
     identity = _identity(fail, c.identity, base)
     lists, remote = _lists(fail, taxonomy, c.lists, base)
     taken = {f.name for f in lists} | {r.name for r in remote}
@@ -470,6 +513,8 @@ def _check(c: _RawConfig, file: str, base: Path) -> AgentConfig:
         taxonomy=taxonomy,
         groups=groups,
         identity=identity,
+        timezone=timezone,
+        schedules=schedules,
         lists=tuple(lists),
         remote_lists=tuple(remote),
         updates=updates,
@@ -525,15 +570,63 @@ def _overrides(
     return overrides
 
 
+def _timezone(fail: Any, name: str) -> ZoneInfo | None:
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise fail("site.timezone", name, "not a time zone, e.g. Europe/London") from None
+
+
+def _schedules(fail: Any, sections: list[ScheduleSection]) -> tuple[Schedule, ...]:
+    made: list[Schedule] = []
+    for i, s in enumerate(sections):
+        key = f"schedules[{i}]"
+        if not _GROUP_NAME.fullmatch(s.name):
+            raise fail(f"{key}.name", s.name, "use letters, digits, '-' and '_' (up to 63)")
+        if any(m.name == s.name for m in made):
+            raise fail(f"{key}.name", s.name, "another schedule has this name")
+        try:
+            days = parse_days(s.days)
+        except ValueError as exc:
+            raise fail(f"{key}.days", s.days, str(exc)) from None
+        parsed: dict[str, list[Any]] = {"times": [], "dates": [], "except_dates": []}
+        for field_name, parse_one in (
+            ("times", parse_window),
+            ("dates", parse_dates),
+            ("except_dates", parse_dates),
+        ):
+            for j, item in enumerate(getattr(s, field_name)):
+                try:
+                    parsed[field_name].append(parse_one(item))
+                except ValueError as exc:
+                    raise fail(f"{key}.{field_name}[{j}]", item, str(exc)) from None
+        made.append(
+            Schedule(
+                s.name,
+                days,
+                tuple(parsed["times"]),
+                tuple(parsed["dates"]),
+                tuple(parsed["except_dates"]),
+            )
+        )
+    return tuple(made)
+
+
 def _groups(
-    fail: Any, taxonomy: Taxonomy, policy: PolicySection, sections: list[GroupSection]
+    fail: Any,
+    taxonomy: Taxonomy,
+    policy: PolicySection,
+    sections: list[GroupSection],
+    schedules: set[str],
 ) -> tuple[GroupConfig, ...]:
     common = _overrides(fail, taxonomy, policy.actions, "policy.actions")
     if not sections:
         tier = AgeTier(policy.age_tier)
         return (
             GroupConfig(
-                "default", tier, taxonomy.actions(tier, common), GroupRule("default"), True
+                "default", tier, taxonomy.actions(tier, common), GroupRule("default"), True, common
             ),
         )
     groups: list[GroupConfig] = []
@@ -561,6 +654,13 @@ def _groups(
             if not item.strip() or any(c.isspace() for c in item):
                 raise fail(f"{key}.hostnames[{j}]", item, "a name or a pattern like 'ks2-*'")
         own = _overrides(fail, taxonomy, g.actions, f"{key}.actions")
+        timed: dict[str, dict[str, Action]] = {}
+        for schedule, actions in g.schedules.items():
+            if schedule not in schedules:
+                raise fail(
+                    f"{key}.schedules.{schedule}", actions, "no such schedule in [[schedules]]"
+                )
+            timed[schedule] = _overrides(fail, taxonomy, actions, f"{key}.schedules.{schedule}")
         tier = AgeTier(g.age_tier)
         rule = GroupRule(
             g.name,
@@ -579,8 +679,17 @@ def _groups(
                     f"groups {other.name!r} and {g.name!r} share {shared}: give both a"
                     " different order to say which wins (the lower wins)",
                 )
+        overrides = {**common, **own}
         groups.append(
-            GroupConfig(g.name, tier, taxonomy.actions(tier, {**common, **own}), rule, g.default)
+            GroupConfig(
+                g.name,
+                tier,
+                taxonomy.actions(tier, overrides),
+                rule,
+                g.default,
+                overrides,
+                timed,
+            )
         )
     defaults = [g.name for g in groups if g.default]
     if len(defaults) != 1:

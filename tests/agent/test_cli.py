@@ -326,3 +326,26 @@ def test_check_shows_the_clients_group_and_device(tmp_path: Path) -> None:
         state=tmp_path / "s",
     )
     assert "(group guests, age tier guest)" in visitor.stdout
+
+
+def test_check_at_another_moment(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        '[site]\ntimezone = "Europe/London"\n'
+        '[[schedules]]\nname = "club"\ndays = ["wed"]\ntimes = ["15:30-16:30"]\n'
+        '[[groups]]\nname = "ks2"\nage_tier = "ks2"\naddresses = ["127.0.0.0/8"]\n'
+        'schedules = { club = { games = "allow" } }\n'
+        '[[groups]]\nname = "guests"\nage_tier = "guest"\ndefault = true\n'
+        "[identity]\nneighbours = false\n",
+        encoding="utf-8",
+    )
+
+    def check(moment: str) -> str:
+        args = ("check", "roblox.com", "--config", str(config), "--at", moment)
+        return cli(*args, state=tmp_path / "s").stdout
+
+    in_club = check("2026-11-25 15:45")
+    assert "time:     2026-11-25 15:45 (schedules on: club)" in in_club
+    assert "decision: allow" in in_club
+    after = check("2026-11-25 16:30")
+    assert "(schedules on: none)" in after and "decision: block" in after

@@ -970,6 +970,23 @@ def test_group_errors(tmp_path: Path, text: str, key: str, reason: str) -> None:
     assert reason in err.reason
 
 
+def test_schedules_change_a_groups_actions(tmp_path: Path) -> None:
+    c = parse_text(
+        '[[schedules]]\nname = "lessons"\ndays = ["mon-fri"]\ntimes = ["08:45-15:15"]\n'
+        '[[schedules]]\nname = "club"\ndays = ["wed"]\ntimes = ["15:00-16:00"]\n'
+        '[[groups]]\nname = "staff"\nage_tier = "staff"\ndefault = true\n'
+        'schedules = { lessons = { social = "block", games = "block" },'
+        ' club = { games = "allow" } }\n',
+        tmp_path,
+    )
+    staff = c.groups[0]
+    assert c.group_actions(staff, frozenset())["social"] is Action.ALLOW
+    lessons = c.group_actions(staff, frozenset({"lessons"}))
+    assert lessons["social"] is Action.BLOCK and lessons["games"] is Action.BLOCK
+    both = c.group_actions(staff, frozenset({"lessons", "club"}))
+    assert both["games"] is Action.ALLOW and both["social"] is Action.BLOCK  # later one wins
+
+
 def test_overlapping_groups_with_an_order_are_accepted(tmp_path: Path) -> None:
     c = parse_text(
         '[[groups]]\nname = "a"\ndefault = true\naddresses = ["10.0.0.0/8"]\norder = 2\n'

@@ -34,6 +34,15 @@ class Group:
         self.memo: dict[bytes, Decision] = {}
         self.name_memo: dict[bytes, Decision] = {}
 
+    def set_actions(self, actions: Mapping[str, Action]) -> None:
+        """New actions (a schedule started or ended): the decisions made so far are void."""
+        if actions == self.actions:
+            return
+        self.actions = actions
+        # Emptied in place: the query path reaches these dicts through the group.
+        self.memo.clear()
+        self.name_memo.clear()
+
     def __repr__(self) -> str:
         return f"Group({self.name!r})"
 
@@ -64,7 +73,7 @@ class ClientIdentifier:
         self._v4 = tuple(n for n in networks if n.version == 4)
         self._v6 = tuple(n for n in networks if n.version == 6)
         self._default = default_group
-        self._groups = dict(groups or {})
+        self.groups: dict[str, Group] = dict(groups or {default_group.name: default_group})
         self._matcher = matcher
         self.devices: Mapping[str, Device] = devices or {}
         # Address -> client, or None for an address to refuse; read directly by the query path.
@@ -104,5 +113,5 @@ class ClientIdentifier:
         device = self.devices.get(text)
         group = self._default
         if self._matcher is not None:
-            group = self._groups.get(self._matcher.match(ip, device), self._default)
+            group = self.groups.get(self._matcher.match(ip, device), self._default)
         return Client(text, group, device)

@@ -58,6 +58,10 @@ class Decider:
         self.taxonomy = taxonomy
         self._rules: dict[str, _Rules] = {}
 
+    def forget(self, group: Group) -> None:
+        """Drop what was worked out from a group's old actions."""
+        self._rules.pop(group.name, None)
+
     def rules(self, group: Group) -> _Rules:
         rules = self._rules.get(group.name)
         if rules is None:
