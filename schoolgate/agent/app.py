@@ -22,7 +22,7 @@ import logging
 import signal
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +68,12 @@ from schoolgate.agent.jobs import Jobs
 from schoolgate.agent.lists import list_sources
 from schoolgate.agent.policy.clients import Client, ClientIdentifier, Group
 from schoolgate.agent.policy.decide import Decider
+from schoolgate.agent.policy.exceptions import (
+    ExceptionError,
+    ExceptionStore,
+    PolicyException,
+    group_overrides,
+)
 from schoolgate.agent.policy.groups import GroupMatcher
 from schoolgate.agent.policy.identity import Device, read_devices
 from schoolgate.agent.policy.schedules import active_schedules
@@ -129,11 +135,16 @@ def upstream_group(config: AgentConfig) -> UpstreamGroup:
 
 
 def client_identifier(
-    config: AgentConfig, devices: Mapping[str, Device], active: frozenset[str] = frozenset()
+    config: AgentConfig,
+    devices: Mapping[str, Device],
+    active: frozenset[str] = frozenset(),
+    exceptions: Sequence[PolicyException] = (),
 ) -> ClientIdentifier:
     """Clients by address: refused outside the client networks, else in their group, whose
-    actions are those of the ``active`` schedules."""
+    actions are those of the ``active`` schedules, with its allow and deny entries."""
     groups = {g.name: Group(g.name, config.group_actions(g, active)) for g in config.groups}
+    for g in config.groups:
+        groups[g.name].set_overrides(group_overrides(g.name, g.allow, g.deny, exceptions))
     matcher = None
     if len(config.groups) > 1:
         matcher = GroupMatcher([g.rule for g in config.groups], config.default_group.name)
@@ -153,9 +164,10 @@ def build_pipeline(
     counters: Counters,
     devices: Mapping[str, Device] | None = None,
     active: frozenset[str] = frozenset(),
+    exceptions: Sequence[PolicyException] = (),
 ) -> Pipeline:
     """Assemble the stages in their order (see the module docstring for why this order)."""
-    clients = client_identifier(config, devices or {}, active)
+    clients = client_identifier(config, devices or {}, active, exceptions)
     identify = clients.identify
     known_clients = clients.memo
     decider = Decider(lists, config.taxonomy)
@@ -292,6 +304,8 @@ class Agent:
         self.lists_lock = asyncio.Lock()
         self.devices: Mapping[str, Device] = {}
         self.active_schedules: frozenset[str] = frozenset()
+        self.exceptions: list[PolicyException] = []
+        self._exceptions_stamp: tuple[int, int] | None = None
         self._ignored_build: tuple[int, int] | None = None
 
     async def start(self) -> None:
@@ -300,8 +314,15 @@ class Agent:
         cache = AnswerCache(cache_settings(self.config))
         self.devices = await self.read_devices()
         self.active_schedules = self.config_schedules_now(self.config)
+        self.exceptions = self._load_exceptions()
         self.pipeline = build_pipeline(
-            self.config, lists, cache, self.counters, self.devices, self.active_schedules
+            self.config,
+            lists,
+            cache,
+            self.counters,
+            self.devices,
+            self.active_schedules,
+            self.exceptions,
         )
         await self._listen()
         self.jobs.start()
@@ -439,7 +460,13 @@ class Agent:
             cache = AnswerCache(cache_settings(config))
         self.active_schedules = self.config_schedules_now(config)
         self.pipeline = build_pipeline(
-            config, lists, cache, self.counters, self.devices, self.active_schedules
+            config,
+            lists,
+            cache,
+            self.counters,
+            self.devices,
+            self.active_schedules,
+            self.exceptions,
         )
         if config.state_dir != self.config.state_dir:
             self.store = ListStore(config.state_dir)
@@ -453,6 +480,39 @@ class Agent:
     @staticmethod
     def config_schedules_now(config: AgentConfig) -> frozenset[str]:
         return active_schedules(config.schedules, config.local_now())
+
+    def _load_exceptions(self) -> list[PolicyException]:
+        store = ExceptionStore(self.config.state_dir)
+        self._exceptions_stamp = store.stamp()
+        try:
+            return store.load()
+        except ExceptionError as exc:
+            log.error("%s; the exceptions in force stay", exc)
+            return self.exceptions
+
+    def policy_tick(self) -> None:
+        """Every second: schedules that started or ended, exceptions granted or expired."""
+        self.apply_schedules()
+        self.apply_exceptions()
+
+    def apply_exceptions(self) -> bool:
+        """Take exceptions granted or removed since, and drop expired ones; True if any did."""
+        now = time.time()
+        stamp = ExceptionStore(self.config.state_dir).stamp()
+        if stamp != self._exceptions_stamp:
+            exceptions = self._load_exceptions()
+        else:
+            exceptions = [e for e in self.exceptions if e.live(now)]
+        if [e.id for e in exceptions] == [e.id for e in self.exceptions]:
+            return False
+        self.exceptions = exceptions
+        if self.pipeline is None:
+            return True
+        for g in self.config.groups:
+            group = self.pipeline.clients.groups[g.name]
+            group.set_overrides(group_overrides(g.name, g.allow, g.deny, exceptions))
+        log.info("exceptions in force: %d", len(exceptions))
+        return True
 
     def apply_schedules(self, active: frozenset[str] | None = None) -> bool:
         """Switch every group to the actions of the schedules on now (or ``active``).

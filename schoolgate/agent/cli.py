@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import getpass
 import logging
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from schoolgate.agent.lists import list_sources
 from schoolgate.agent.policy import categories as taxonomy_mod
 from schoolgate.agent.policy.categories import LANGUAGES
 from schoolgate.agent.policy.decide import Decider
+from schoolgate.agent.policy.exceptions import ExceptionError, ExceptionStore, parse_duration
 from schoolgate.agent.policy.identity import read_devices
 from schoolgate.agent.policy.schedules import active_schedules
 
@@ -53,6 +56,63 @@ def _upstream(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+def _duration(text: str) -> int:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _operator() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"
+
+
+def _allow(config: AgentConfig, name: str, group: str, seconds: int, reason: str, by: str) -> int:
+    try:
+        text = normalize(name)
+    except InvalidName as exc:
+        print(f"{name!r} is not a name the filter can match: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    groups = [g.name for g in config.groups]
+    if group not in groups:
+        print(f"no group {group!r}; the groups are {', '.join(groups)}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        entry = ExceptionStore(config.state_dir).add(text, group, "allow", seconds, reason, by)
+    except (OSError, ExceptionError) as exc:
+        print(f"schoolgate-agent: cannot store the exception: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    until = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(entry.expires))
+    print(f"exception {entry.id}: {text} allowed for group {group} until {until}")
+    print("a running agent applies it within a second; locked categories stay blocked")
+    return 0
+
+
+def _exceptions(config: AgentConfig, command: str, exception_id: str) -> int:
+    store = ExceptionStore(config.state_dir)
+    try:
+        if command == "remove":
+            if not store.remove(exception_id):
+                print(f"no exception {exception_id!r} in force", file=sys.stderr)
+                return EXIT_CONFIG
+            print(f"exception {exception_id} removed")
+            return 0
+        entries = store.load()
+    except (OSError, ExceptionError) as exc:
+        print(f"schoolgate-agent: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    if not entries:
+        print("no exceptions in force")
+    for e in entries:
+        until = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(e.expires))
+        reason = f" ({e.reason})" if e.reason else ""
+        print(f"{e.id}  {e.action} {e.name} for {e.group} until {until}, by {e.by}{reason}")
+    return 0
 
 
 def _moment(text: str) -> dt.datetime:
@@ -128,6 +188,21 @@ def _parser() -> argparse.ArgumentParser:
         help="decide as at this moment, in the site's time zone (default: now)",
     )
 
+    allow = sub.add_parser("allow", help="let a name through for one group, for a while")
+    config_arg(allow)
+    allow.add_argument("name")
+    allow.add_argument("--group", required=True, metavar="GROUP")
+    allow.add_argument("--for", dest="duration", required=True, metavar="DURATION", type=_duration)
+    allow.add_argument("--reason", default="", metavar="TEXT")
+    allow.add_argument("--by", default=_operator(), metavar="WHO", help="(default: your login)")
+
+    exceptions = sub.add_parser("exceptions", help="list or remove exceptions in force")
+    exceptions_sub = exceptions.add_subparsers(dest="exceptions_command", required=True)
+    config_arg(exceptions_sub.add_parser("list", help="the exceptions in force"))
+    remove = exceptions_sub.add_parser("remove", help="end an exception now")
+    config_arg(remove)
+    remove.add_argument("id")
+
     cats = sub.add_parser("categories", help="the categories and what this configuration does")
     config_arg(cats)
     cats.add_argument("--language", default="en", choices=LANGUAGES)
@@ -194,6 +269,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(load)
         if args.command == "check":
             return _check(load(), args.name, args.client, args.type, args.at)
+        if args.command == "allow":
+            return _allow(load(), args.name, args.group, args.duration, args.reason, args.by)
+        if args.command == "exceptions":
+            return _exceptions(load(), args.exceptions_command, getattr(args, "id", ""))
         if args.command == "categories":
             return cli_lists.categories(load(), args.language)
         return _lists_command(args, load())
@@ -270,7 +349,12 @@ def _check(
     moment = at or config.local_now()
     active = active_schedules(config.schedules, moment)
     devices = read_devices(identity.neighbours, identity.lease_files)
-    client = client_identifier(config, devices, active).identify(client_ip)
+    try:
+        exceptions = ExceptionStore(config.state_dir).load()
+    except ExceptionError as exc:
+        print(f"warning: {exc}", file=sys.stderr)
+        exceptions = []
+    client = client_identifier(config, devices, active, exceptions).identify(client_ip)
     print(f"name:     {text}.")
     print(f"type:     {qtype_name.upper()}")
     if config.schedules:
@@ -288,18 +372,21 @@ def _check(
         lists, fresh = _open_lists(config, Path(scratch))
         decision = Decider(lists, config.taxonomy).explain(client.group, query.qname, query.labels)
         print(f"decision: {decision.action.value}")
-        if decision.category is not None:
-            category = config.taxonomy[decision.category]
+        if decision.category in config.taxonomy:
+            category = config.taxonomy[str(decision.category)]
             print(f"category: {category.id} ({category.name()}, tier {category.tier.value})")
             print(f"entry:    {decision.entry}")
-            for source in lists.sources:
-                if source.name in decision.lists:
-                    print(f"list:     {source.name} ({source.origin})")
+        elif decision.entry is not None:
+            print(f"reason:   {decision.rule}")
+            print(f"entry:    {decision.entry}")
+        for source in lists.sources:
+            if source.name in decision.lists:
+                print(f"list:     {source.name} ({source.origin})")
         if decision.blocked:
             print(f"answer:   {_blocked_answer(block_settings(config), qtype)}")
         if decision.alert:
             print("alert:    raised for the safeguarding lead")
-        if decision.category is None:
+        if decision.entry is None:
             print(f"reason:   {decision.rule}")
         where = "compiled for this check: the agent's build is older" if fresh else "in service"
         print(f"lists:    build {lists.build_id}, {lists.count} names ({where})")

@@ -25,6 +25,7 @@ import msgspec
 
 from schoolgate.agent.dns.upstream import UpstreamSpec, parse_upstream
 from schoolgate.agent.filter import catalogue
+from schoolgate.agent.filter.names import InvalidName, normalize
 from schoolgate.agent.filter.parsers import ListFormat
 from schoolgate.agent.policy import categories
 from schoolgate.agent.policy.categories import (
@@ -155,6 +156,8 @@ class GroupSection(_Section):
     default: bool = False
     order: int = 0
     schedules: dict[str, dict[str, str]] = msgspec.field(default_factory=dict)
+    allow: list[str] = msgspec.field(default_factory=list)
+    deny: list[str] = msgspec.field(default_factory=list)
 
 
 class IdentitySection(_Section):
@@ -238,6 +241,8 @@ class GroupConfig:
     default: bool
     overrides: dict[str, Action] = field(default_factory=dict)  # [policy] and the group's own
     schedule_overrides: dict[str, dict[str, Action]] = field(default_factory=dict)
+    allow: tuple[str, ...] = ()  # names (and the names below them) let through
+    deny: tuple[str, ...] = ()  # names (and the names below them) blocked
 
 
 @dataclass(frozen=True)
@@ -680,6 +685,13 @@ def _groups(
                     " different order to say which wins (the lower wins)",
                 )
         overrides = {**common, **own}
+        names: dict[str, list[str]] = {"allow": [], "deny": []}
+        for kind, normalized in names.items():
+            for j, item in enumerate(getattr(g, kind)):
+                try:
+                    normalized.append(normalize(item))
+                except InvalidName as exc:
+                    raise fail(f"{key}.{kind}[{j}]", item, f"not a name: {exc}") from None
         groups.append(
             GroupConfig(
                 g.name,
@@ -689,6 +701,8 @@ def _groups(
                 g.default,
                 overrides,
                 timed,
+                tuple(names["allow"]),
+                tuple(names["deny"]),
             )
         )
     defaults = [g.name for g in groups if g.default]

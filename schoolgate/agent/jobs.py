@@ -8,7 +8,8 @@
   When a source fails it is tried again sooner (15 minutes, doubling up to the interval).
 * ``identity``: every ``identity.refresh`` seconds, read the neighbour table and DHCP lease
   files again (in a thread) and hand the client identifier the new device map.
-* ``schedules``: every second, switch groups to the actions of the schedules on now.
+* ``policy``: every second, switch groups to the actions of the schedules on now, and take
+  exceptions granted, removed or expired (a stat of the exceptions file, nothing more).
 * ``lists-watch``: every few seconds, notice a build put in service by another process
   (``schoolgate-agent lists update`` or ``lists compile``) and serve it.
 
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 FIRST_RUN_DELAY: Final = 5.0  # seconds after start: let the listeners settle first
 WATCH_INTERVAL: Final = 5.0
-SCHEDULE_TICK: Final = 1.0  # a schedule boundary takes effect within a second
+POLICY_TICK: Final = 1.0  # a schedule boundary or a new exception takes effect within a second
 RETRY_FIRST: Final = 900.0
 _LAUNCH_JITTER_CAP: Final = 300.0
 
@@ -85,18 +86,17 @@ class Jobs:
         scheduler = self.scheduler
         if scheduler is None:
             return
-        for job_id in ("lists-update", "lists-retry", "schedules"):
+        for job_id in ("lists-update", "lists-retry", "policy"):
             if scheduler.get_job(job_id) is not None:
                 scheduler.remove_job(job_id)
         self._schedule_identity()
-        if self.agent.config.schedules:
-            scheduler.add_job(
-                self.agent.apply_schedules,
-                IntervalTrigger(seconds=SCHEDULE_TICK, timezone=UTC),
-                id="schedules",
-                coalesce=True,
-                max_instances=1,
-            )
+        scheduler.add_job(
+            self.agent.policy_tick,
+            IntervalTrigger(seconds=POLICY_TICK, timezone=UTC),
+            id="policy",
+            coalesce=True,
+            max_instances=1,
+        )
         config = self.agent.config
         if not config.updates.enabled or not config.remote_lists:
             return

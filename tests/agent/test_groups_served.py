@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import dns.query
 
 from tests.conftest import AgentFactory
 from tests.support.agent import AgentThread
+from tests.support.process import agent_command
 
 
 def answer(agent: AgentThread, name: str, source: str) -> list[str]:
@@ -82,3 +84,45 @@ def test_the_identity_job_reads_lease_files_by_itself(
     while time.monotonic() < deadline and answer(agent, "game.example", "127.0.0.6") != ["0.0.0.0"]:
         time.sleep(0.2)
     assert answer(agent, "game.example", "127.0.0.6") == ["0.0.0.0"]
+
+
+def test_an_exception_granted_on_the_command_line_applies_and_expires(
+    make_agent: AgentFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "games.txt").write_text("game.example\n", encoding="utf-8")
+    leases = tmp_path / "dnsmasq.leases"
+    leases.write_text("", encoding="utf-8")
+    agent = make_agent(groups(leases))
+    assert answer(agent, "game.example", "127.0.0.2") == ["0.0.0.0"]
+    granted = subprocess.run(
+        agent_command(
+            "allow",
+            "game.example",
+            "--group",
+            "ks2",
+            "--for",
+            "3s",
+            "--reason",
+            "club",
+            "--config",
+            str(tmp_path / "agent.toml"),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert granted.returncode == 0, granted.stderr
+    assert "allowed for group ks2" in granted.stdout
+
+    def now_allowed() -> bool:
+        return answer(agent, "www.game.example", "127.0.0.2") == ["192.0.2.1"]
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not now_allowed():
+        time.sleep(0.1)
+    assert now_allowed()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and now_allowed():
+        time.sleep(0.2)
+    assert not now_allowed()  # expired by itself

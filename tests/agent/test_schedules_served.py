@@ -51,8 +51,8 @@ neighbours = false
     # The clock is injected: the per-second job is stopped, and the schedules on are set as it
     # would set them.
     assert core.jobs.scheduler is not None
-    assert core.jobs.scheduler.get_job("schedules") is not None
-    core.jobs.scheduler.remove_job("schedules")
+    assert core.jobs.scheduler.get_job("policy") is not None
+    core.jobs.scheduler.remove_job("policy")
     agent.call(switch(core, frozenset()))
     assert answer(agent, "social.example", "127.0.0.3") == ["192.0.2.1"]
     assert agent.call(switch(core, frozenset({"lessons"})))

@@ -24,7 +24,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 class Group:
     """A group of clients sharing one policy; it owns the memo of its decisions."""
 
-    __slots__ = ("actions", "memo", "name", "name_memo")
+    __slots__ = ("actions", "memo", "name", "name_memo", "overrides")
 
     def __init__(self, name: str, actions: Mapping[str, Action] | None = None) -> None:
         self.name = name
@@ -33,6 +33,16 @@ class Group:
         # Decisions by query key and by bare name (CNAME targets), for this policy version.
         self.memo: dict[bytes, Decision] = {}
         self.name_memo: dict[bytes, Decision] = {}
+        # Allow and deny entries (the group's lists and live exceptions), by the wire form of
+        # the name they cover: a suffix of the question is looked up as it sits in the packet.
+        self.overrides: dict[bytes, Decision] = {}
+
+    def set_overrides(self, overrides: dict[bytes, Decision]) -> None:
+        if overrides == self.overrides:
+            return
+        self.overrides = overrides
+        self.memo.clear()
+        self.name_memo.clear()
 
     def set_actions(self, actions: Mapping[str, Action]) -> None:
         """New actions (a schedule started or ended): the decisions made so far are void."""

@@ -33,13 +33,18 @@ _ACTION_RANK: Final = {
 class _Rules:
     """One group's actions turned into masks over the build's category bits."""
 
-    __slots__ = ("acting_mask", "actions", "alert_mask", "block_mask")
+    __slots__ = ("acting_mask", "actions", "alert_mask", "block_mask", "locked_mask")
 
-    def __init__(self, lists: CompiledLists, actions: Mapping[str, Action]) -> None:
+    def __init__(
+        self, lists: CompiledLists, actions: Mapping[str, Action], locked: frozenset[str]
+    ) -> None:
         self.actions = actions
         self.block_mask = 0
         self.alert_mask = 0
+        self.locked_mask = 0
         for bit, category in enumerate(lists.categories):
+            if category in locked:
+                self.locked_mask |= 1 << bit
             # A category the build has but the policy does not know is blocked: lists are only
             # ever added to be acted on, and failing open would be the wrong way to fail.
             action = actions.get(category, Action.BLOCK)
@@ -57,6 +62,7 @@ class Decider:
         self.lists = lists
         self.taxonomy = taxonomy
         self._rules: dict[str, _Rules] = {}
+        self._locked = frozenset(c.id for c in taxonomy if c.locked) if taxonomy else frozenset()
 
     def forget(self, group: Group) -> None:
         """Drop what was worked out from a group's old actions."""
@@ -65,7 +71,7 @@ class Decider:
     def rules(self, group: Group) -> _Rules:
         rules = self._rules.get(group.name)
         if rules is None:
-            rules = self._rules[group.name] = _Rules(self.lists, group.actions)
+            rules = self._rules[group.name] = _Rules(self.lists, group.actions, self._locked)
         return rules
 
     def decide(self, group: Group, query: Query) -> Decision:
@@ -98,9 +104,26 @@ class Decider:
 
     def _decide(self, group: Group, qname: bytes, labels: list[int]) -> Decision:
         rules = self.rules(group)
+        if group.overrides:
+            override = self._override(group, qname, labels)
+            if override is not None:
+                if self.lists.lookup(qname, labels) & rules.locked_mask:
+                    return self.explain(group, qname, labels)  # the locked tier wins
+                return override
         if not rules.acting_mask or not self.lists.lookup(qname, labels) & rules.acting_mask:
             return ALLOWED
         return self.explain(group, qname, labels)
+
+    @staticmethod
+    def _override(group: Group, qname: bytes, labels: list[int]) -> Decision | None:
+        """The group's allow or deny entry (list or exception) covering the name, the most
+        specific first."""
+        overrides = group.overrides
+        for offset in labels:
+            found = overrides.get(qname[offset:])
+            if found is not None:
+                return found
+        return None
 
     def explain(self, group: Group, qname: bytes, labels: list[int]) -> Decision:
         """The full decision with its reasons (the slow path, also used by ``check``).
@@ -108,7 +131,11 @@ class Decider:
         Categories the group allows are reported too when nothing else matched, so that
         ``check`` can say which category a name is in even when it is let through.
         """
-        actions = self.rules(group).actions
+        rules = self.rules(group)
+        override = self._override(group, qname, labels) if group.overrides else None
+        if override is not None and not self.lists.lookup(qname, labels) & rules.locked_mask:
+            return override
+        actions = rules.actions
         found: list[tuple[Action, str, int, tuple[str, ...]]] = []
         for offset, sources in self.lists.matches(qname, labels):
             for category in dict.fromkeys(s.category for s in sources):

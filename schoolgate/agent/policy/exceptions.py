@@ -1,0 +1,167 @@
+"""Time-limited exceptions: a name allowed (or blocked) for one group until a moment.
+
+Granted with ``schoolgate-agent allow NAME --group G --for 2h --reason TEXT`` (and later from
+the collector, for approved unblock requests), kept in ``STATE_DIR/policy/exceptions.json``,
+written atomically under a lock so the command line and the agent never interleave. An
+exception expires by itself; the agent reads the file again within a second of a change. Like a
+group's allow and deny lists it overrides categories, never the locked tier.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import secrets
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Final
+
+from schoolgate.agent.dns.wire import text_to_wire
+from schoolgate.agent.policy.decision import Action, Decision
+
+_DURATION: Final = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+MAX_DURATION: Final = 366 * 86400
+
+
+class ExceptionError(Exception):
+    """An exception that cannot be granted, or a store that cannot be read."""
+
+
+@dataclass(frozen=True)
+class PolicyException:
+    id: str
+    name: str  # normalized: lowercase, punycode, no trailing dot
+    group: str
+    action: str  # "allow" or "block"
+    expires: float  # seconds since the epoch
+    reason: str
+    created: float
+    by: str  # who granted it: a user name, or "collector"
+
+    def live(self, now: float) -> bool:
+        return self.expires > now
+
+
+def parse_duration(text: str) -> int:
+    """'90m', '2h', '1d', '1w' -> seconds. Raises ValueError."""
+    m = _DURATION.match(text.strip().lower())
+    if m is None:
+        raise ValueError("expected a number and a unit: 30m, 2h, 1d or 1w")
+    seconds = int(m.group(1)) * _UNITS[m.group(2)]
+    if not 0 < seconds <= MAX_DURATION:
+        raise ValueError("between one second and a year")
+    return seconds
+
+
+class ExceptionStore:
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "policy" / "exceptions.json"
+
+    def stamp(self) -> tuple[int, int] | None:
+        """Changes when the file does: (inode, modification time), None when there is none."""
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns)
+
+    def load(self, now: float | None = None) -> list[PolicyException]:
+        """The exceptions still in force; an unreadable file is an ``ExceptionError``."""
+        now = time.time() if now is None else now
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as err:
+            raise ExceptionError(f"{self.path}: cannot read the exceptions: {err}") from None
+        found: list[PolicyException] = []
+        for item in raw.get("exceptions", []) if isinstance(raw, dict) else []:
+            try:
+                entry = PolicyException(**item)
+            except TypeError:
+                continue  # a hand-edited entry: skipped, the others stand
+            if entry.live(now) and entry.action in ("allow", "block"):
+                found.append(entry)
+        return found
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.parent / ".exceptions.lock", "a+b") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            yield
+
+    def add(
+        self, name: str, group: str, action: str, seconds: int, reason: str, by: str
+    ) -> PolicyException:
+        now = time.time()
+        entry = PolicyException(
+            id=secrets.token_hex(4),
+            name=name,
+            group=group,
+            action=action,
+            expires=now + seconds,
+            reason=reason,
+            created=now,
+            by=by,
+        )
+        with self._locked():
+            kept = self.load(now)
+            self._save([*kept, entry])
+        return entry
+
+    def remove(self, exception_id: str) -> bool:
+        with self._locked():
+            kept = self.load()
+            left = [e for e in kept if e.id != exception_id]
+            if len(left) == len(kept):
+                return False
+            self._save(left)
+        return True
+
+    def _save(self, entries: list[PolicyException]) -> None:
+        tmp = self.path.with_name(f".exceptions.{os.getpid()}.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"exceptions": [asdict(e) for e in entries]}, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def group_overrides(
+    group: str,
+    allow: Iterable[str],
+    deny: Iterable[str],
+    exceptions: Iterable[PolicyException],
+) -> dict[bytes, Decision]:
+    """A group's allow and deny entries by the wire form of their name.
+
+    For one name, a later kind wins: the allow list, then the deny list, then an allow
+    exception, then a block exception (an exception is the most recent decision about a name).
+    """
+    found: dict[bytes, Decision] = {}
+    for name in allow:
+        found[text_to_wire(name)] = Decision(Action.ALLOW, "allow list", entry=name)
+    for name in deny:
+        found[text_to_wire(name)] = Decision(
+            Action.BLOCK, "deny list", category="deny list", entry=name
+        )
+    mine = [e for e in exceptions if e.group == group]
+    for e in sorted(mine, key=lambda e: e.action != "allow"):
+        until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(e.expires))
+        rule = f"exception {e.id} until {until}" + (f": {e.reason}" if e.reason else "")
+        action = Action.ALLOW if e.action == "allow" else Action.BLOCK
+        category = None if action is Action.ALLOW else "exception"
+        found[text_to_wire(e.name)] = Decision(action, rule, category=category, entry=e.name)
+    return found
