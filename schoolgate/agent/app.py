@@ -207,9 +207,15 @@ def build_pipeline(
         plain, edns = entry.stale_bodies() if stale else entry.bodies(now)
         answer = splice(data, query, plain, edns, OPT_DO if query.do else OPT_PLAIN)
         fitted = fit(query, answer, reply)
-        if fitted is answer and not stale and len(answer) <= (query.udp_size or MIN_UDP_PAYLOAD):
-            # Memoized only when it needs no policy check (returned above otherwise) and fits
-            # any transport.
+        if (
+            fitted is answer
+            and not stale
+            and not (entry.cnames and cname_inspection)
+            and len(answer) <= (query.udp_size or MIN_UDP_PAYLOAD)
+        ):
+            # The entry is shared by every group, so only an answer that needs no policy check
+            # of its own is memoized on it: one whose CNAME targets another group might block
+            # must be checked for each client. It must also fit any transport.
             entry.answers[query] = answer[2:]
         return fitted
 
@@ -490,8 +496,12 @@ class Agent:
             log.error("%s; the exceptions in force stay", exc)
             return self.exceptions
 
-    def policy_tick(self) -> None:
-        """Every second: schedules that started or ended, exceptions granted or expired."""
+    async def policy_tick(self) -> None:
+        """Every second: schedules that started or ended, exceptions granted or expired.
+
+        A coroutine on purpose: the scheduler runs plain functions in a thread pool, and this
+        empties the decision memos that the query path fills on the event loop.
+        """
         self.apply_schedules()
         self.apply_exceptions()
 
