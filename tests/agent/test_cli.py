@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import dns.message
@@ -14,6 +13,7 @@ import pytest
 
 from tests.support.process import agent_command, free_port, running_agent
 from tests.support.upstream import FakeUpstream
+from tests.support.waiting import wait_for
 
 
 def cli(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
@@ -43,15 +43,6 @@ def quick_start(port: int, upstream: FakeUpstream, adult: Path, state: Path) -> 
 def a_record(port: int, name: str) -> list[str]:
     reply = dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1", port=port, timeout=3)
     return [rr.to_text() for rrset in reply.answer for rr in rrset]
-
-
-def wait_for(predicate: object, timeout: float = 15) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_run_reload_and_stop(tmp_path: Path, upstream: FakeUpstream) -> None:

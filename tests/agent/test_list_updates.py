@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import dns.message
@@ -15,6 +14,7 @@ from tests.conftest import AgentFactory
 from tests.support.agent import AgentThread
 from tests.support.lists_server import ListServer, tarball
 from tests.support.process import agent_command
+from tests.support.waiting import wait_for
 
 
 def blocked(agent: AgentThread, name: str) -> bool:
@@ -22,15 +22,6 @@ def blocked(agent: AgentThread, name: str) -> bool:
         dns.message.make_query(name, "A"), "127.0.0.1", port=agent.port, timeout=3
     )
     return [rr.to_text() for rrset in reply.answer for rr in rrset] == ["0.0.0.0"]
-
-
-def wait_for(predicate: object, timeout: float = 20) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def url_lists(server: ListServer, updates: str = "enabled = false") -> str:

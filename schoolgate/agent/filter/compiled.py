@@ -33,6 +33,7 @@ from typing import Any, Final
 
 import xxhash
 
+from schoolgate.agent.files import atomic_writer
 from schoolgate.agent.filter.names import fingerprint
 
 MAGIC: Final = b"SGLIST\r\n"
@@ -262,21 +263,7 @@ def write_compiled(
     header = HEADER.pack(
         MAGIC, VERSION, HEADER.size, count, filter_bits, 0, len(meta_raw), checksum
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(header)
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with atomic_writer(path) as f:
+        f.write(header)
+        f.write(body)
     return total

@@ -11,13 +11,14 @@ a list.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 
 import xxhash
+
+from schoolgate.agent.files import write_atomic
 
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -84,12 +85,7 @@ class DownloadStore:
         body = json.dumps(
             {"sources": {k: asdict(v) for k, v in sorted(state.sources.items())}}, indent=1
         )
-        tmp = self.state_file.with_name(f".state.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.state_file)
+        write_atomic(self.state_file, body.encode("utf-8"))
 
     def forget_others(self, keep: set[str]) -> None:
         """Delete the files of sources no longer configured (their state is kept for status)."""

@@ -9,7 +9,6 @@ can act on; the caller keeps the last good copy.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Final
 import httpx
 
 from schoolgate import __version__
+from schoolgate.agent.files import atomic_writer
 
 USER_AGENT: Final = f"schoolgate/{__version__} (list updater)"
 
@@ -110,27 +110,18 @@ def _check_redirects(url: str, response: httpx.Response) -> None:
 
 
 def _save(response: httpx.Response, dest: Path, max_bytes: int, deadline: float) -> int:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     size = 0
-    try:
-        with open(tmp, "wb") as out:
-            # A gzip Content-Encoding is undone here, a .gz file is unpacked later. Pieces are
-            # taken as they arrive, so the deadline is checked after every read, however
-            # slowly a server trickles.
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > max_bytes:
-                    raise FetchError(
-                        f"too large: more than {max_bytes} bytes (updates.max_download_mb)"
-                    )
-                if time.monotonic() > deadline:
-                    raise FetchError("too slow: the download did not finish in time")
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_writer(dest, suffix=".part") as out:
+        # A gzip Content-Encoding is undone here, a .gz file is unpacked later. Pieces are
+        # taken as they arrive, so the deadline is checked after every read, however slowly a
+        # server trickles.
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > max_bytes:
+                raise FetchError(
+                    f"too large: more than {max_bytes} bytes (updates.max_download_mb)"
+                )
+            if time.monotonic() > deadline:
+                raise FetchError("too slow: the download did not finish in time")
+            out.write(chunk)
     return size

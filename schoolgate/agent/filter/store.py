@@ -20,6 +20,7 @@ from typing import Any
 
 import xxhash
 
+from schoolgate.agent.files import fsync_dir
 from schoolgate.agent.filter.compiled import CompiledListError, CompiledLists
 from schoolgate.agent.filter.downloads import DownloadStore
 from schoolgate.agent.filter.sources import BuildError, ListSource, is_current
@@ -172,11 +173,7 @@ def promote(lists_dir: Path) -> CompiledLists:
         os.link(current, keep)
         os.replace(keep, previous)
     os.replace(nxt, current)
-    dir_fd = os.open(lists_dir, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the renames survive a power cut
-    finally:
-        os.close(dir_fd)
+    fsync_dir(lists_dir)
     lists.path = current
     return lists
 

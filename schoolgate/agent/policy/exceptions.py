@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import re
 import secrets
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Final
 
 from schoolgate.agent.dns.wire import text_to_wire
+from schoolgate.agent.files import write_atomic
 from schoolgate.agent.policy.decision import Action, Decision
 
 _DURATION: Final = re.compile(r"^(\d+)\s*([smhdw])$")
@@ -126,17 +126,8 @@ class ExceptionStore:
         return True
 
     def _save(self, entries: list[PolicyException]) -> None:
-        tmp = self.path.with_name(f".exceptions.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"exceptions": [asdict(e) for e in entries]}, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        body = json.dumps({"exceptions": [asdict(e) for e in entries]}, indent=1)
+        write_atomic(self.path, body.encode("utf-8"))
 
 
 def group_overrides(
