@@ -515,13 +515,16 @@ class Agent:
             exceptions = [e for e in self.exceptions if e.live(now)]
         if [e.id for e in exceptions] == [e.id for e in self.exceptions]:
             return False
+        if self.pipeline is not None:
+            # Worked out for every group before any is changed: all groups move together.
+            overrides = {
+                g.name: group_overrides(g.name, g.allow, g.deny, exceptions)
+                for g in self.config.groups
+            }
+            for name, entries in overrides.items():
+                self.pipeline.clients.groups[name].set_overrides(entries)
+            log.info("exceptions in force: %d", len(exceptions))
         self.exceptions = exceptions
-        if self.pipeline is None:
-            return True
-        for g in self.config.groups:
-            group = self.pipeline.clients.groups[g.name]
-            group.set_overrides(group_overrides(g.name, g.allow, g.deny, exceptions))
-        log.info("exceptions in force: %d", len(exceptions))
         return True
 
     def apply_schedules(self, active: frozenset[str] | None = None) -> bool:

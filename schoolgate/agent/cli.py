@@ -349,8 +349,10 @@ def _check(
     moment = at or config.local_now()
     active = active_schedules(config.schedules, moment)
     devices = read_devices(identity.neighbours, identity.lease_files)
+    # The exceptions as they stood at that moment: granted before it and not yet expired.
+    when = moment.replace(tzinfo=config.timezone).timestamp() if at else time.time()
     try:
-        exceptions = ExceptionStore(config.state_dir).load()
+        exceptions = [e for e in ExceptionStore(config.state_dir).load(when) if e.created <= when]
     except ExceptionError as exc:
         print(f"warning: {exc}", file=sys.stderr)
         exceptions = []

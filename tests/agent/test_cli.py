@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import calendar
+import json
 import shutil
 import signal
 import subprocess
@@ -340,3 +342,37 @@ def test_check_at_another_moment(tmp_path: Path) -> None:
     assert "decision: allow" in in_club
     after = check("2026-11-25 16:30")
     assert "(schedules on: none)" in after and "decision: block" in after
+
+
+def test_check_at_another_moment_applies_the_exceptions_of_that_moment(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        '[site]\ntimezone = "Europe/London"\n'
+        '[[groups]]\nname = "ks2"\nage_tier = "ks2"\naddresses = ["127.0.0.0/8"]\n'
+        '[[groups]]\nname = "guests"\nage_tier = "guest"\ndefault = true\n'
+        "[identity]\nneighbours = false\n",
+        encoding="utf-8",
+    )
+    granted = calendar.timegm((2026, 11, 26, 9, 0, 0))  # 09:00 in London is 09:00 UTC then
+    exceptions = tmp_path / "s" / "policy" / "exceptions.json"
+    exceptions.parent.mkdir(parents=True)
+    entry = {
+        "id": "e1",
+        "name": "roblox.com",
+        "group": "ks2",
+        "action": "allow",
+        "expires": granted + 3600,
+        "reason": "club",
+        "created": granted,
+        "by": "it",
+    }
+    exceptions.write_text(json.dumps({"exceptions": [entry]}), encoding="utf-8")
+
+    def decision(moment: str) -> str:
+        args = ("check", "roblox.com", "--config", str(config), "--at", moment)
+        out = cli(*args, state=tmp_path / "s").stdout
+        return next(line for line in out.splitlines() if line.startswith("decision:"))
+
+    assert decision("2026-11-26 08:59") == "decision: block"  # not granted yet
+    assert decision("2026-11-26 09:30") == "decision: allow"
+    assert decision("2026-11-26 10:01") == "decision: block"  # expired

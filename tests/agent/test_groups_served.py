@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -134,3 +135,27 @@ def test_a_cached_cname_answer_is_checked_for_each_group(
         assert "game.example." in answer(agent, "play.alias.org", "127.0.0.3")
     assert answer(agent, "play.alias.org", "127.0.0.2") == ["0.0.0.0"]
     assert "game.example." in answer(agent, "play.alias.org", "127.0.0.3")
+
+
+def test_a_damaged_exceptions_file_does_not_stop_the_agent(
+    make_agent: AgentFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "games.txt").write_text("game.example\n", encoding="utf-8")
+    leases = tmp_path / "dnsmasq.leases"
+    leases.write_text("", encoding="utf-8")
+    stored = tmp_path / "state" / "policy" / "exceptions.json"
+    stored.parent.mkdir(parents=True)
+    good = {
+        "id": "e1",
+        "name": "GAME.example.",
+        "group": "ks2",
+        "action": "allow",
+        "expires": 4e9,
+        "reason": "",
+        "created": 0,
+        "by": "it",
+    }
+    hostile = [{**good, "name": 42}, {**good, "name": "bad name!"}, {**good, "expires": "x"}]
+    stored.write_text(json.dumps({"exceptions": [*hostile, good]}), encoding="utf-8")
+    agent = make_agent(groups(leases))
+    assert answer(agent, "game.example", "127.0.0.2") == ["192.0.2.1"]  # the sound entry

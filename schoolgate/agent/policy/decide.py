@@ -29,6 +29,9 @@ _ACTION_RANK: Final = {
     Action.ALLOW: 3,
 }
 
+# A category a name is in: (the group's action, category, offset of the entry, its lists).
+_Match = tuple[Action, str, int, tuple[str, ...]]
+
 
 class _Rules:
     """One group's actions turned into masks over the build's category bits."""
@@ -107,8 +110,8 @@ class Decider:
         if group.overrides:
             override = self._override(group, qname, labels)
             if override is not None:
-                if self.lists.lookup(qname, labels) & rules.locked_mask:
-                    return self.explain(group, qname, labels)  # the locked tier wins
+                if self.lists.lookup(qname, labels) & (rules.locked_mask | rules.alert_mask):
+                    return self.explain(group, qname, labels)  # locked, or an alert to keep
                 return override
         if not rules.acting_mask or not self.lists.lookup(qname, labels) & rules.acting_mask:
             return ALLOWED
@@ -131,16 +134,15 @@ class Decider:
         Categories the group allows are reported too when nothing else matched, so that
         ``check`` can say which category a name is in even when it is let through.
         """
-        rules = self.rules(group)
-        override = self._override(group, qname, labels) if group.overrides else None
-        if override is not None and not self.lists.lookup(qname, labels) & rules.locked_mask:
-            return override
-        actions = rules.actions
-        found: list[tuple[Action, str, int, tuple[str, ...]]] = []
+        actions = self.rules(group).actions
+        found: list[_Match] = []
         for offset, sources in self.lists.matches(qname, labels):
             for category in dict.fromkeys(s.category for s in sources):
                 names = tuple(s.name for s in sources if s.category == category)
                 found.append((actions.get(category, Action.BLOCK), category, offset, names))
+        override = self._override(group, qname, labels) if group.overrides else None
+        if override is not None and not any(m[1] in self._locked for m in found):
+            return self._overridden(override, found)
         if not found:
             return ALLOWED
         blocks = any(action.blocks for action, *_ in found)
@@ -155,7 +157,23 @@ class Decider:
             lists=names,
         )
 
-    def _severity(self, item: tuple[Action, str, int, tuple[str, ...]]) -> tuple[int, int, int]:
+    def _overridden(self, override: Decision, found: list[_Match]) -> Decision:
+        """An allow or deny entry decides whether the name is blocked, but never silences an
+        alert: the safeguarding lead hears of a pupil reaching a category that alerts, even on
+        a name the school let through on purpose."""
+        alerting = [m for m in found if m[0].alerts]
+        if not alerting:
+            return override
+        _, category, _, names = min(alerting, key=self._severity)
+        return Decision(
+            Action.combine(override.blocked, True),
+            rule=override.rule,
+            category=category,
+            entry=override.entry,
+            lists=names,
+        )
+
+    def _severity(self, item: _Match) -> tuple[int, int, int]:
         action, category, offset, _ = item
         tier = 99
         if self.taxonomy is not None and category in self.taxonomy:

@@ -22,6 +22,7 @@ from typing import Final
 
 from schoolgate.agent.dns.wire import text_to_wire
 from schoolgate.agent.files import write_atomic
+from schoolgate.agent.filter.names import InvalidName, normalize
 from schoolgate.agent.policy.decision import Action, Decision
 
 _DURATION: Final = re.compile(r"^(\d+)\s*([smhdw])$")
@@ -72,7 +73,12 @@ class ExceptionStore:
         return (st.st_ino, st.st_mtime_ns)
 
     def load(self, now: float | None = None) -> list[PolicyException]:
-        """The exceptions still in force; an unreadable file is an ``ExceptionError``."""
+        """The exceptions not expired at ``now`` (default: this moment).
+
+        An unreadable file is an ``ExceptionError``. An entry that is not a proper exception (a
+        hand edit gone wrong) is skipped and the others stand: one bad line must not stop the
+        agent from starting.
+        """
         now = time.time() if now is None else now
         try:
             raw = json.loads(self.path.read_text(encoding="utf-8"))
@@ -82,11 +88,8 @@ class ExceptionStore:
             raise ExceptionError(f"{self.path}: cannot read the exceptions: {err}") from None
         found: list[PolicyException] = []
         for item in raw.get("exceptions", []) if isinstance(raw, dict) else []:
-            try:
-                entry = PolicyException(**item)
-            except TypeError:
-                continue  # a hand-edited entry: skipped, the others stand
-            if entry.live(now) and entry.action in ("allow", "block"):
+            entry = _entry(item)
+            if entry is not None and entry.live(now):
                 found.append(entry)
         return found
 
@@ -130,6 +133,31 @@ class ExceptionStore:
         write_atomic(self.path, body.encode("utf-8"))
 
 
+_TEXT_FIELDS: Final = ("id", "name", "group", "action", "reason", "by")
+
+
+def _entry(item: object) -> PolicyException | None:
+    """An entry of the file as a ``PolicyException``, or None when it is not a sound one."""
+    if not isinstance(item, dict):
+        return None
+    try:
+        fields = {k: item[k] for k in (*_TEXT_FIELDS, "expires", "created")}
+    except KeyError:
+        return None
+    if not all(isinstance(fields[k], str) for k in _TEXT_FIELDS):
+        return None
+    times = (fields["expires"], fields["created"])
+    if not all(isinstance(t, int | float) and not isinstance(t, bool) for t in times):
+        return None
+    if fields["action"] not in ("allow", "block"):
+        return None
+    try:
+        fields["name"] = normalize(fields["name"])
+    except InvalidName:
+        return None
+    return PolicyException(**fields)
+
+
 def group_overrides(
     group: str,
     allow: Iterable[str],
@@ -138,8 +166,9 @@ def group_overrides(
 ) -> dict[bytes, Decision]:
     """A group's allow and deny entries by the wire form of their name.
 
-    For one name, a later kind wins: the allow list, then the deny list, then an allow
-    exception, then a block exception (an exception is the most recent decision about a name).
+    For one name, a later kind wins: the allow list, then the deny list, then the exceptions
+    in the order they were granted (an exception is the most recent decision about a name, and
+    the newest of two is the one the school meant last).
     """
     found: dict[bytes, Decision] = {}
     for name in allow:
@@ -149,7 +178,7 @@ def group_overrides(
             Action.BLOCK, "deny list", category="deny list", entry=name
         )
     mine = [e for e in exceptions if e.group == group]
-    for e in sorted(mine, key=lambda e: e.action != "allow"):
+    for e in sorted(mine, key=lambda e: e.created):
         until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(e.expires))
         rule = f"exception {e.id} until {until}" + (f": {e.reason}" if e.reason else "")
         action = Action.ALLOW if e.action == "allow" else Action.BLOCK

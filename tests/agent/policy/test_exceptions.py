@@ -66,6 +66,41 @@ def test_a_damaged_store_is_reported_and_bad_entries_skipped(tmp_path: Path) -> 
     assert [e.name for e in store.load(now=0)] == ["a.example"]
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"name": 42},
+        {"name": "not a name!"},
+        {"name": "a" * 300 + ".example"},
+        {"name": ""},
+        {"expires": "tomorrow"},
+        {"expires": True},
+        {"created": None},
+        {"action": "maybe"},
+        {"group": ["ks2"]},
+        {"id": None},
+    ],
+)
+def test_a_hand_edited_entry_of_the_wrong_shape_is_skipped(
+    tmp_path: Path, change: dict[str, object]
+) -> None:
+    store = ExceptionStore(tmp_path)
+    store.path.parent.mkdir(parents=True)
+    bad = {**store_entry("bad.example"), **change}
+    entries = [bad, "not an object", store_entry("Good.Example.")]
+    store.path.write_text(json.dumps({"exceptions": entries}))
+    # The others stand, with their names in the one form the matcher knows.
+    assert [e.name for e in store.load(now=0)] == ["good.example"]
+
+
+def test_fields_a_newer_version_adds_are_ignored(tmp_path: Path) -> None:
+    store = ExceptionStore(tmp_path)
+    store.path.parent.mkdir(parents=True)
+    entry = {**store_entry("a.example"), "request": "r-17"}
+    store.path.write_text(json.dumps({"exceptions": [entry]}))
+    assert [e.name for e in store.load(now=0)] == ["a.example"]
+
+
 def store_entry(name: str, group: str = "ks2", action: str = "allow") -> dict[str, object]:
     return {
         "id": "abcd1234",
@@ -82,7 +117,11 @@ def store_entry(name: str, group: str = "ks2", action: str = "allow") -> dict[st
 @pytest.fixture
 def lists(tmp_path: Path) -> Iterator[CompiledLists]:
     sources = []
-    for category, text in {"games": "game.example\n", "terrorism": "locked.example\n"}.items():
+    for category, text in {
+        "games": "game.example\n",
+        "terrorism": "locked.example\n",
+        "self-harm": "harm.example\n",
+    }.items():
         path = tmp_path / f"{category}.txt"
         path.write_text(text)
         sources.append(ListSource(category, category, path))
@@ -124,6 +163,42 @@ def test_overrides_beat_categories_but_never_the_locked_tier(lists: CompiledList
     assert fast.blocked and slow.blocked and fast.category == slow.category == "terrorism"
     fast, _ = decide(lists, group, "other.example")
     assert not fast.blocked  # another group's exception
+
+
+@pytest.mark.parametrize(
+    ("kind", "action"), [("allow", Action.ALERT), ("deny", Action.BLOCK_ALERT)]
+)
+def test_allow_and_deny_entries_never_silence_a_safeguarding_alert(
+    lists: CompiledLists, kind: str, action: Action
+) -> None:
+    group = Group("ks2", bundled().actions(AgeTier.KS2))
+    entries: dict[str, list[str]] = {"allow": [], "deny": []}
+    entries[kind].append("harm.example")
+    group.set_overrides(group_overrides("ks2", exceptions=[], **entries))
+    fast, slow = decide(lists, group, "support.harm.example")
+    for decision in (fast, slow):
+        assert decision.action is action
+        assert decision.category == "self-harm"
+        assert decision.rule == f"{kind} list" and decision.entry == "harm.example"
+
+
+def test_an_exception_keeps_the_alert_too(lists: CompiledLists) -> None:
+    group = Group("ks2", bundled().actions(AgeTier.KS2))
+    group.set_overrides(group_overrides("ks2", [], [], [exception("harm.example")]))
+    fast, slow = decide(lists, group, "harm.example")
+    assert fast.action is slow.action is Action.ALERT
+    assert fast.rule.startswith("exception e1")
+
+
+def test_of_two_exceptions_for_one_name_the_newer_wins() -> None:
+    older_block = PolicyException("b", "x.example", "ks2", "block", 4e9, "", 10.0, "t")
+    newer_allow = PolicyException("a", "x.example", "ks2", "allow", 4e9, "", 20.0, "t")
+    for order in ([older_block, newer_allow], [newer_allow, older_block]):
+        found = group_overrides("ks2", [], [], order)
+        assert found[text_to_wire("x.example")].action is Action.ALLOW
+    newer_block = PolicyException("c", "x.example", "ks2", "block", 4e9, "", 30.0, "t")
+    found = group_overrides("ks2", [], [], [newer_allow, newer_block])
+    assert found[text_to_wire("x.example")].action is Action.BLOCK
 
 
 def test_the_most_specific_entry_wins_and_exceptions_come_last() -> None:
