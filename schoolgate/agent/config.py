@@ -584,14 +584,19 @@ def _timezone(fail: Any, name: str) -> ZoneInfo | None:
         raise fail("site.timezone", name, "not a time zone, e.g. Europe/London") from None
 
 
+def _check_name(fail: Any, key: str, name: str, kind: str, taken: list[str]) -> None:
+    """A group or schedule name: short, plain, and not used twice."""
+    if not _GROUP_NAME.fullmatch(name):
+        raise fail(key, name, "use letters, digits, '-' and '_' (up to 63)")
+    if name in taken:
+        raise fail(key, name, f"another {kind} has this name")
+
+
 def _schedules(fail: Any, sections: list[ScheduleSection]) -> tuple[Schedule, ...]:
     made: list[Schedule] = []
     for i, s in enumerate(sections):
         key = f"schedules[{i}]"
-        if not _GROUP_NAME.fullmatch(s.name):
-            raise fail(f"{key}.name", s.name, "use letters, digits, '-' and '_' (up to 63)")
-        if any(m.name == s.name for m in made):
-            raise fail(f"{key}.name", s.name, "another schedule has this name")
+        _check_name(fail, f"{key}.name", s.name, "schedule", [m.name for m in made])
         try:
             days = parse_days(s.days)
         except ValueError as exc:
@@ -637,10 +642,7 @@ def _groups(
     groups: list[GroupConfig] = []
     for i, g in enumerate(sections):
         key = f"groups[{i}]"
-        if not _GROUP_NAME.fullmatch(g.name):
-            raise fail(f"{key}.name", g.name, "use letters, digits, '-' and '_' (up to 63)")
-        if any(other.name == g.name for other in groups):
-            raise fail(f"{key}.name", g.name, "another group has this name")
+        _check_name(fail, f"{key}.name", g.name, "group", [other.name for other in groups])
         if g.order < 0:
             raise fail(f"{key}.order", g.order, "must not be negative")
         networks = []
@@ -658,6 +660,13 @@ def _groups(
         for j, item in enumerate(g.hostnames):
             if not item.strip() or any(c.isspace() for c in item):
                 raise fail(f"{key}.hostnames[{j}]", item, "a name or a pattern like 'ks2-*'")
+            if "." in item.rstrip("."):
+                raise fail(
+                    f"{key}.hostnames[{j}]",
+                    item,
+                    "DHCP names are matched without their domain: write 'ks2-*', not"
+                    " 'ks2-*.school.example'",
+                )
         own = _overrides(fail, taxonomy, g.actions, f"{key}.actions")
         timed: dict[str, dict[str, Action]] = {}
         for schedule, actions in g.schedules.items():

@@ -954,6 +954,26 @@ def test_without_groups_there_is_one_default_group(tmp_path: Path) -> None:
             id="overlap-same-order",
         ),
         pytest.param(
+            '[[groups]]\nname = "a"\ndefault = true\nhostnames = ["ks2-*"]\n'
+            '[[groups]]\nname = "b"\nhostnames = ["*-laptop"]\n',
+            "groups[1].order",
+            "share name patterns 'ks2-*' and '*-laptop'",
+            id="patterns-one-name-could-match",
+        ),
+        pytest.param(
+            '[[groups]]\nname = "a"\ndefault = true\nhostnames = ["ks2-*.school.example"]\n',
+            "groups[0].hostnames[0]",
+            "without their domain",
+            id="pattern-with-a-domain",
+        ),
+        pytest.param(
+            '[[schedules]]\nname = "x"\ndays = ["mon"]\n'
+            '[[schedules]]\nname = "x"\ndays = ["tue"]\n',
+            "schedules[1].name",
+            "another schedule has this name",
+            id="same-schedule-name",
+        ),
+        pytest.param(
             '[[groups]]\nname = "a"\ndefault = true\nactions = { terrorism = "allow" }\n',
             "groups[0].actions.terrorism",
             "locked category",

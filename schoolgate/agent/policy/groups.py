@@ -65,9 +65,42 @@ def overlaps(a: GroupRule, b: GroupRule) -> str | None:
                 return f"networks {x} and {y}"
     for p in a.hostnames:
         for q in b.hostnames:
-            if p == q or fnmatch.fnmatchcase(p, q) or fnmatch.fnmatchcase(q, p):
+            if patterns_may_meet(p, q):
                 return f"name patterns {p!r} and {q!r}"
     return None
+
+
+_WILD: Final = "*?["
+
+
+def patterns_may_meet(p: str, q: str) -> bool:
+    """Could one DHCP name match both glob patterns?
+
+    Erring towards yes: two patterns meet unless their fixed beginnings or their fixed endings
+    differ. ``ks2-*`` and ``staff-*`` cannot meet; ``ks2-*`` and ``*-laptop`` can
+    (``ks2-laptop``), and so can ``ks2-*`` and ``ks2-lab-?``. Saying yes to a pair that in fact
+    never meets costs the school one ``order`` key; saying no to a pair that meets would let a
+    device's group depend on which group was written first.
+    """
+    if not any(c in _WILD for c in p + q):
+        return p == q
+    if not any(c in _WILD for c in p):
+        return fnmatch.fnmatchcase(p, q)
+    if not any(c in _WILD for c in q):
+        return fnmatch.fnmatchcase(q, p)
+    head_p, head_q = _fixed_head(p), _fixed_head(q)
+    tail_p, tail_q = _fixed_head(p[::-1]), _fixed_head(q[::-1])
+    return (head_p.startswith(head_q) or head_q.startswith(head_p)) and (
+        tail_p.startswith(tail_q) or tail_q.startswith(tail_p)
+    )
+
+
+def _fixed_head(pattern: str) -> str:
+    """The literal characters before the first wildcard."""
+    for i, c in enumerate(pattern):
+        if c in _WILD or c == "]":
+            return pattern[:i]
+    return pattern
 
 
 class GroupMatcher:

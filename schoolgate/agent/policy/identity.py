@@ -139,7 +139,9 @@ def parse_leases(text: str, now: float | None = None) -> list[Lease]:
 
 
 def _name(text: str) -> str:
-    name = text.strip().strip('"').rstrip(".").lower()
+    # The device's own name, without a domain: Kea keeps the fully qualified name it put in
+    # the DNS ("ks2-lab-01.school.example."), dnsmasq and dhcpd the name the client sent.
+    name = text.strip().strip('"').lower().split(".", 1)[0]
     return "" if name in ("", "*") else name
 
 
@@ -179,10 +181,10 @@ def _isc(text: str) -> Iterator[Lease]:
             continue
         mac = re.search(r"hardware ethernet\s+([0-9a-fA-F:]+)\s*;", body)
         name = re.search(r'client-hostname\s+"([^"]*)"\s*;', body)
-        ends = re.search(r"^\s*ends\s+(?:\d\s+)?(\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2})", body, re.M)
-        expires = 0.0
-        if ends is not None:
-            expires = float(_utc(ends.group(1)))
+        expires = _isc_ends(body)
+        if expires is None:
+            latest[ip] = None  # no end we can read: not counted as a device on the network
+            continue
         latest[ip] = Lease(
             ip,
             (normalize_mac(mac.group(1)) or "") if mac else "",
@@ -192,9 +194,33 @@ def _isc(text: str) -> Iterator[Lease]:
     return (lease for lease in latest.values() if lease is not None)
 
 
-def _utc(stamp: str) -> int:
-    # dhcpd writes lease times in UTC: "2026/11/21 10:00:00".
-    return calendar.timegm(time.strptime(stamp, "%Y/%m/%d %H:%M:%S"))
+_ISC_ENDS: Final = re.compile(r"^\s*ends\s+([^;]*);", re.M)
+_ISC_DATE: Final = re.compile(r"(?:\d\s+)?(\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2})")
+
+
+def _isc_ends(body: str) -> float | None:
+    """When a dhcpd lease ends: seconds since the epoch, 0 for no end, None when unreadable.
+
+    dhcpd writes ``ends 4 2026/11/21 10:00:00;`` (UTC, after the weekday), or with
+    ``db-time-format local`` ``ends epoch 1795255200; # Sat Nov 21 10:00:00 2026``, or
+    ``ends never;`` for an infinite lease. A block with no ``ends`` at all states no end.
+    """
+    found = _ISC_ENDS.search(body)
+    if found is None:
+        return 0.0
+    value = found.group(1).strip()
+    if value == "never":
+        return 0.0
+    if value.startswith("epoch"):
+        seconds = value[len("epoch") :].strip()
+        return float(seconds) if seconds.isdigit() else None
+    date = _ISC_DATE.fullmatch(value)
+    if date is None:
+        return None
+    try:
+        return float(calendar.timegm(time.strptime(date.group(1), "%Y/%m/%d %H:%M:%S")))
+    except ValueError:
+        return None
 
 
 def _kea(text: str) -> Iterator[Lease]:

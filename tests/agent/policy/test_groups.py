@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import logging
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from schoolgate.agent.policy.groups import GroupMatcher, GroupRule, overlaps
+from schoolgate.agent.policy.groups import GroupMatcher, GroupRule, overlaps, patterns_may_meet
 from schoolgate.agent.policy.identity import Device
 
 ip = ipaddress.ip_address
@@ -78,3 +81,32 @@ def test_disjoint_groups_do_not_overlap() -> None:
     v4 = GroupRule("a", networks=(net("10.0.0.0/8"),))
     v6 = GroupRule("b", networks=(net("fd00::/8"),))
     assert overlaps(v4, v6) is None
+
+
+@pytest.mark.parametrize(
+    ("p", "q", "meet"),
+    [
+        ("ks2-*", "*-laptop", True),  # ks2-laptop
+        ("ks2-*", "ks2-lab-?", True),
+        ("*-ipad", "*-laptop", False),
+        ("ks2-*", "staff-*", False),
+        ("ks2-*-laptop", "ks2-*-tablet", False),
+        ("pc?", "pc1", True),
+        ("pc?", "pc12", False),
+        ("pc1", "pc2", False),
+        ("lab[12]-*", "lab3-*", True),  # erring towards yes: only the fixed parts are compared
+    ],
+)
+def test_name_patterns_that_may_meet(p: str, q: str, meet: bool) -> None:
+    assert patterns_may_meet(p, q) is meet
+    assert patterns_may_meet(q, p) is meet
+
+
+@given(
+    st.text(alphabet="ab-*?", min_size=1, max_size=6),
+    st.text(alphabet="ab-*?", min_size=1, max_size=6),
+    st.text(alphabet="ab-", min_size=1, max_size=8),
+)
+def test_patterns_one_name_matches_are_always_said_to_meet(p: str, q: str, name: str) -> None:
+    if fnmatch.fnmatchcase(name, p) and fnmatch.fnmatchcase(name, q):
+        assert patterns_may_meet(p, q)

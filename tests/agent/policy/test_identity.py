@@ -69,7 +69,7 @@ lease 10.20.2.7 {
 
 KEA_HEADER = "address,hwaddr,client_id,valid_lifetime,expire,subnet_id,fqdn_fwd,fqdn_rev,hostname"
 KEA = f"""{KEA_HEADER},state,user_context
-10.20.3.5,aa:bb:cc:00:02:05,01:aa,3600,{int(NOW) + 600},1,0,0,guest-phone.,0,
+10.20.3.5,aa:bb:cc:00:02:05,01:aa,3600,{int(NOW) + 600},1,0,0,Guest-Phone.school.example.,0,
 10.20.3.6,aa:bb:cc:00:02:06,01:aa,3600,{int(NOW) + 600},1,0,0,gone,0,
 10.20.3.6,aa:bb:cc:00:02:06,01:aa,3600,{int(NOW) + 600},1,0,0,gone,2,
 10.20.3.7,aa:bb:cc:00:02:07,01:aa,3600,{int(NOW) - 10},1,0,0,expired,0,
@@ -118,6 +118,44 @@ def test_isc_leases_take_the_last_block_and_skip_free_and_expired() -> None:
     ]
     assert leases[0].expires == 1_799_956_800.0  # 2027-01-14 20:00:00 UTC
     assert parse_leases(ISC, now) == []
+
+
+ISC_ENDS = """
+lease 10.20.2.10 {
+  ends epoch 1799956800; # Thu Jan 14 20:00:00 2027
+  binding state active;
+  client-hostname "by-epoch";
+}
+lease 10.20.2.11 {
+  ends never;
+  binding state active;
+  client-hostname "never-ends";
+}
+lease 10.20.2.12 {
+  ends sometime soon;
+  binding state active;
+  client-hostname "garbled";
+}
+lease 10.20.2.13 {
+  ends epoch;
+  binding state active;
+}
+lease 10.20.2.14 {
+  binding state active;
+  client-hostname "no-end";
+}
+"""
+
+
+def test_isc_ends_in_each_form_and_unreadable_ends_are_not_current() -> None:
+    leases = parse_leases(ISC_ENDS, 1_768_000_000.0)
+    assert [(x.hostname, x.expires) for x in leases] == [
+        ("by-epoch", 1_799_956_800.0),
+        ("never-ends", 0.0),
+        ("no-end", 0.0),
+    ]
+    later = parse_leases(ISC_ENDS, 1_800_000_000.0)
+    assert [x.hostname for x in later] == ["never-ends", "no-end"]
 
 
 def test_kea_leases_use_the_last_row_and_state() -> None:
