@@ -37,6 +37,7 @@ from schoolgate.agent.dns.listeners import (
     UdpListener,
     bind_udp,
 )
+from schoolgate.agent.dns.rewrite import Diverted, Rewriter
 from schoolgate.agent.dns.synth import (
     EDE_BLOCKED,
     EDE_FILTERED,
@@ -68,6 +69,7 @@ from schoolgate.agent.jobs import Jobs
 from schoolgate.agent.lists import list_sources
 from schoolgate.agent.policy.clients import Client, ClientIdentifier, Group
 from schoolgate.agent.policy.decide import Decider
+from schoolgate.agent.policy.decision import Decision
 from schoolgate.agent.policy.exceptions import (
     ExceptionError,
     ExceptionStore,
@@ -142,7 +144,9 @@ def client_identifier(
 ) -> ClientIdentifier:
     """Clients by address: refused outside the client networks, else in their group, whose
     actions are those of the ``active`` schedules, with its allow and deny entries."""
-    groups = {g.name: Group(g.name, config.group_actions(g, active)) for g in config.groups}
+    groups = {
+        g.name: Group(g.name, config.group_actions(g, active), g.rewrites()) for g in config.groups
+    }
     for g in config.groups:
         groups[g.name].set_overrides(group_overrides(g.name, g.allow, g.deny, exceptions))
     matcher = None
@@ -174,6 +178,9 @@ def build_pipeline(
     decide = decider.decide
     decide_name = decider.decide_name
     block = BlockAnswers(block_settings(config)).respond
+    rewriter = Rewriter(config.filter.block_ttl)
+    target_query = rewriter.target_query
+    rewritten_answer = rewriter.answer
     cache_lookup = cache.lookup
     cache_touch = cache.touch
     cname_inspection = config.filter.cname_inspection
@@ -222,17 +229,45 @@ def build_pipeline(
     def deliver(
         data: bytes,
         query: Query,
-        client: Client,
+        client: Client | Diverted,
         reply: Reply,
         addr: Address,
         entry: CacheEntry | None,
         stale: bool,
     ) -> None:
+        if isinstance(client, Diverted):
+            # The target's answer arrived: the client's own answer is built from it.
+            answer = rewritten_answer(
+                client.data, client.query, client.target, entry, int(monotonic()), stale
+            )
+            reply.send(fit(client.query, answer, reply), addr)
+            return
         if entry is None:
             answer = header_response(data, query, SERVFAIL)
         else:
             answer = from_entry(data, query, client, entry, int(monotonic()), stale, reply)
         reply.send(answer, addr)
+
+    def divert(
+        data: bytes, query: Query, client: Client, decision: Decision, reply: Reply, addr: Address
+    ) -> bytes | None:
+        """A blocked name's answer, or a rewritten one's (SafeSearch) from the cache or later."""
+        if decision.blocked:
+            counters.blocked += 1
+            return fit(query, block(data, query, decision), reply)
+        counters.rewritten += 1
+        target = decision.rewrite
+        assert target is not None
+        target_data, target_q = target_query(data, query, target)
+        now = int(monotonic())
+        entry = cache_lookup(target_q.key)
+        if entry is not None and entry.expires > now:
+            counters.cache_hits += 1
+            if entry.second != now:
+                cache_touch(target_q.key, entry, now)
+            return fit(query, rewritten_answer(data, query, target, entry, now, False), reply)
+        forward(target_data, target_q, Diverted(data, query, client, target), reply, addr)
+        return None
 
     forwarder = Forwarder(
         upstream_group(config), cache, deliver, counters, config.cache.stale_answer_after
@@ -270,9 +305,8 @@ def build_pipeline(
                 return b""
             counters.formerr += 1
             return error_for(data, exc.rcode)
-        if decision.blocked:
-            counters.blocked += 1
-            return fit(query, block(data, query, decision), reply)
+        if decision.diverted:
+            return divert(data, query, client, decision, reply, addr)
         # 3. cache: AnswerCache.get inlined, as this is the hottest path there is.
         now = int(monotonic())
         entry = cache_lookup(key)

@@ -23,7 +23,7 @@ from schoolgate.agent.app import Agent, StartupError, block_settings, client_ide
 from schoolgate.agent.config import AgentConfig, ConfigError, parse_address
 from schoolgate.agent.dns.synth import BlockResponse, BlockSettings, block_addresses
 from schoolgate.agent.dns.upstream import parse_upstream
-from schoolgate.agent.dns.wire import Query, parse_query, text_to_wire
+from schoolgate.agent.dns.wire import Query, parse_query, text_to_wire, wire_to_text
 from schoolgate.agent.filter.compiled import CompiledListError, CompiledLists
 from schoolgate.agent.filter.names import InvalidName, normalize
 from schoolgate.agent.filter.sources import BuildError
@@ -386,6 +386,9 @@ def _check(
                 print(f"list:     {source.name} ({source.origin})")
         if decision.blocked:
             print(f"answer:   {_blocked_answer(block_settings(config), qtype)}")
+        elif decision.rewrite is not None:
+            target = wire_to_text(decision.rewrite)
+            print(f"answer:   CNAME {target} and its own records, resolved upstream")
         if decision.alert:
             print("alert:    raised for the safeguarding lead")
         if decision.entry is None:

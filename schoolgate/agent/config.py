@@ -36,9 +36,11 @@ from schoolgate.agent.policy.categories import (
     Tier,
     make_category,
 )
-from schoolgate.agent.policy.decision import Action
+from schoolgate.agent.policy.decision import Action, Decision
 from schoolgate.agent.policy.groups import GroupRule, overlaps
 from schoolgate.agent.policy.identity import normalize_mac
+from schoolgate.agent.policy.safesearch import YOUTUBE, YouTubeMode
+from schoolgate.agent.policy.safesearch import bundled as safesearch_table
 from schoolgate.agent.policy.schedules import Schedule, parse_dates, parse_days, parse_window
 
 BUNDLED_CONFIG: Final = "default.toml"
@@ -129,9 +131,15 @@ class ListSection(_Section):
     member: str = ""
 
 
+YouTubeSetting = Literal["strict", "moderate", "off"]
+
+
 class PolicySection(_Section):
     age_tier: Literal["foundation", "ks2", "secondary", "staff", "guest"] = "secondary"
     actions: dict[str, str] = msgspec.field(default_factory=dict)
+    # None: as the age tier's defaults say (filter_lists/safesearch.toml).
+    safesearch: bool | list[str] | None = None
+    youtube: YouTubeSetting | None = None
 
 
 class SiteSection(_Section):
@@ -158,6 +166,8 @@ class GroupSection(_Section):
     schedules: dict[str, dict[str, str]] = msgspec.field(default_factory=dict)
     allow: list[str] = msgspec.field(default_factory=list)
     deny: list[str] = msgspec.field(default_factory=list)
+    safesearch: bool | list[str] | None = None
+    youtube: YouTubeSetting | None = None
 
 
 class IdentitySection(_Section):
@@ -243,6 +253,12 @@ class GroupConfig:
     schedule_overrides: dict[str, dict[str, Action]] = field(default_factory=dict)
     allow: tuple[str, ...] = ()  # names (and the names below them) let through
     deny: tuple[str, ...] = ()  # names (and the names below them) blocked
+    safesearch: tuple[str, ...] = ()  # engines whose safe mode is enforced
+    youtube: YouTubeMode = YouTubeMode.OFF
+
+    def rewrites(self) -> dict[bytes, Decision]:
+        """The names this group's SafeSearch settings answer with a safe-mode host."""
+        return safesearch_table().rewrites(self.safesearch, self.youtube)
 
 
 @dataclass(frozen=True)
@@ -584,6 +600,37 @@ def _timezone(fail: Any, name: str) -> ZoneInfo | None:
         raise fail("site.timezone", name, "not a time zone, e.g. Europe/London") from None
 
 
+def _safe_search(
+    fail: Any,
+    key: str,
+    tier: AgeTier,
+    own: GroupSection | PolicySection,
+    policy: PolicySection,
+) -> tuple[tuple[str, ...], YouTubeMode]:
+    """A group's SafeSearch engines and YouTube mode: its own settings, else those of
+    ``[policy]``, else its age tier's defaults."""
+    table = safesearch_table()
+    default = table.defaults[tier]
+    chosen = own.safesearch if own.safesearch is not None else policy.safesearch
+    where = key if own.safesearch is not None else "policy"
+    if chosen is None:
+        chosen = default.safesearch
+    if chosen is True:
+        engines: tuple[str, ...] = table.search_engines
+    elif chosen is False:
+        engines = ()
+    else:
+        for j, engine in enumerate(chosen):
+            if engine == YOUTUBE:
+                raise fail(f"{where}.safesearch[{j}]", engine, "YouTube has its own key: youtube")
+            if engine not in table.engines:
+                known = ", ".join(table.search_engines)
+                raise fail(f"{where}.safesearch[{j}]", engine, f"not an engine; known: {known}")
+        engines = tuple(dict.fromkeys(chosen))
+    youtube = own.youtube or policy.youtube
+    return engines, YouTubeMode(youtube) if youtube else default.youtube
+
+
 def _check_name(fail: Any, key: str, name: str, kind: str, taken: list[str]) -> None:
     """A group or schedule name: short, plain, and not used twice."""
     if not _GROUP_NAME.fullmatch(name):
@@ -634,9 +681,17 @@ def _groups(
     common = _overrides(fail, taxonomy, policy.actions, "policy.actions")
     if not sections:
         tier = AgeTier(policy.age_tier)
+        engines, youtube = _safe_search(fail, "policy", tier, policy, policy)
         return (
             GroupConfig(
-                "default", tier, taxonomy.actions(tier, common), GroupRule("default"), True, common
+                "default",
+                tier,
+                taxonomy.actions(tier, common),
+                GroupRule("default"),
+                True,
+                common,
+                safesearch=engines,
+                youtube=youtube,
             ),
         )
     groups: list[GroupConfig] = []
@@ -701,6 +756,7 @@ def _groups(
                     normalized.append(normalize(item))
                 except InvalidName as exc:
                     raise fail(f"{key}.{kind}[{j}]", item, f"not a name: {exc}") from None
+        engines, youtube = _safe_search(fail, key, tier, g, policy)
         groups.append(
             GroupConfig(
                 g.name,
@@ -712,6 +768,8 @@ def _groups(
                 timed,
                 tuple(names["allow"]),
                 tuple(names["deny"]),
+                engines,
+                youtube,
             )
         )
     defaults = [g.name for g in groups if g.default]

@@ -20,6 +20,7 @@ class Counters:
         "other_class",
         "receive_errors",
         "refused",
+        "rewritten",
         "send_errors",
         "servfail",
         "stale_answers",
@@ -40,6 +41,7 @@ class Counters:
     other_class: int
     receive_errors: int
     refused: int
+    rewritten: int  # SafeSearch: also counted as the cache hit or forward of the target
     send_errors: int
     servfail: int
     stale_answers: int

@@ -376,3 +376,9 @@ def test_check_at_another_moment_applies_the_exceptions_of_that_moment(tmp_path:
     assert decision("2026-11-26 08:59") == "decision: block"  # not granted yet
     assert decision("2026-11-26 09:30") == "decision: allow"
     assert decision("2026-11-26 10:01") == "decision: block"  # expired
+
+
+def test_check_shows_where_safe_search_leads(tmp_path: Path) -> None:
+    out = cli("check", "www.youtube.com", state=tmp_path / "s").stdout
+    assert "answer:   CNAME restrictmoderate.youtube.com. and its own records" in out
+    assert "reason:   safe search: YouTube Restricted Mode (moderate)" in out

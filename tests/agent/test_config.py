@@ -21,11 +21,13 @@ from schoolgate.agent.config import (
     redact_url,
     user_state_dir,
 )
+from schoolgate.agent.dns.wire import text_to_wire
 from schoolgate.agent.filter.build import read_source
 from schoolgate.agent.filter.parsers import ListFormat
 from schoolgate.agent.filter.sources import ListSource
 from schoolgate.agent.policy.categories import AgeTier
 from schoolgate.agent.policy.decision import Action
+from schoolgate.agent.policy.safesearch import YouTubeMode
 
 FILE = "test.toml"
 
@@ -1014,3 +1016,47 @@ def test_overlapping_groups_with_an_order_are_accepted(tmp_path: Path) -> None:
         tmp_path,
     )
     assert [g.rule.order for g in c.groups] == [2, 1]
+
+
+def test_safe_search_follows_the_age_tier_unless_told(tmp_path: Path) -> None:
+    c = parse_text(
+        '[policy]\nyoutube = "moderate"\n'
+        '[[groups]]\nname = "ks1"\nage_tier = "foundation"\naddresses = ["10.1.0.0/16"]\n'
+        '[[groups]]\nname = "staff"\nage_tier = "staff"\naddresses = ["10.9.0.0/16"]\n'
+        '[[groups]]\nname = "lab"\nage_tier = "secondary"\naddresses = ["10.5.0.0/16"]\n'
+        'safesearch = ["google", "bing"]\nyoutube = "off"\n'
+        '[[groups]]\nname = "guests"\nage_tier = "guest"\ndefault = true\nsafesearch = false\n',
+        tmp_path,
+    )
+    ks1, staff, lab, guests = c.groups
+    assert "google" in ks1.safesearch and "youtube" not in ks1.safesearch
+    assert ks1.youtube is YouTubeMode.MODERATE  # [policy] speaks for every group
+    assert staff.safesearch == () and staff.youtube is YouTubeMode.MODERATE
+    assert lab.safesearch == ("google", "bing") and lab.youtube is YouTubeMode.OFF
+    assert guests.safesearch == ()
+
+
+def test_the_default_group_gets_its_tiers_safe_search(tmp_path: Path) -> None:
+    (group,) = parse_text('[policy]\nage_tier = "ks2"\n', tmp_path).groups
+    assert group.youtube is YouTubeMode.STRICT
+    assert text_to_wire("www.google.com") in group.rewrites()
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "reason"),
+    [
+        ('[policy]\nsafesearch = ["altavista"]\n', "policy.safesearch[0]", "not an engine"),
+        ('[policy]\nsafesearch = ["youtube"]\n', "policy.safesearch[0]", "its own key"),
+        (
+            '[[groups]]\nname = "a"\ndefault = true\nsafesearch = ["bing", "nope"]\n',
+            "groups[0].safesearch[1]",
+            "known: google, bing",
+        ),
+        ('[policy]\nyoutube = "loose"\n', "policy.youtube", "loose"),
+        ("[policy]\nsafesearch = 1\n", "policy.safesearch", "expected bool | array"),
+    ],
+)
+def test_safe_search_errors(tmp_path: Path, text: str, key: str, reason: str) -> None:
+    err = config_error(text, tmp_path)
+    assert err.key == key
+    assert reason in err.reason

@@ -24,10 +24,17 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 class Group:
     """A group of clients sharing one policy; it owns the memo of its decisions."""
 
-    __slots__ = ("actions", "memo", "name", "name_memo", "overrides")
+    __slots__ = ("actions", "memo", "name", "name_memo", "overrides", "rewrites")
 
-    def __init__(self, name: str, actions: Mapping[str, Action] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        actions: Mapping[str, Action] | None = None,
+        rewrites: Mapping[bytes, Decision] | None = None,
+    ) -> None:
         self.name = name
+        # SafeSearch: exact names answered with a CNAME to an engine's safe-mode host.
+        self.rewrites: Mapping[bytes, Decision] = rewrites or {}
         # The action for each category; a category missing here is blocked.
         self.actions: Mapping[str, Action] = actions or {}
         # Decisions by query key and by bare name (CNAME targets), for this policy version.

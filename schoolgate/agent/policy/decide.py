@@ -106,16 +106,22 @@ class Decider:
         return decision
 
     def _decide(self, group: Group, qname: bytes, labels: list[int]) -> Decision:
+        decision = self._categorize(group, qname, labels)
+        if group.rewrites and not decision.blocked:
+            return self._rewritten(group, qname, decision)
+        return decision
+
+    def _categorize(self, group: Group, qname: bytes, labels: list[int]) -> Decision:
         rules = self.rules(group)
         if group.overrides:
             override = self._override(group, qname, labels)
             if override is not None:
                 if self.lists.lookup(qname, labels) & (rules.locked_mask | rules.alert_mask):
-                    return self.explain(group, qname, labels)  # locked, or an alert to keep
+                    return self._explain(group, qname, labels)  # locked, or an alert to keep
                 return override
         if not rules.acting_mask or not self.lists.lookup(qname, labels) & rules.acting_mask:
             return ALLOWED
-        return self.explain(group, qname, labels)
+        return self._explain(group, qname, labels)
 
     @staticmethod
     def _override(group: Group, qname: bytes, labels: list[int]) -> Decision | None:
@@ -128,12 +134,36 @@ class Decider:
                 return found
         return None
 
+    @staticmethod
+    def _rewritten(group: Group, qname: bytes, decision: Decision) -> Decision:
+        """A name let through, led to the engine's safe-mode host when the group has one for
+        it. Blocking comes first: a group that blocks an engine's category never reaches it."""
+        rewrite = group.rewrites.get(qname)
+        if rewrite is None:
+            return decision
+        if decision.action is Action.ALLOW:
+            return rewrite
+        return Decision(
+            decision.action,
+            rewrite.rule,
+            category=decision.category,
+            entry=decision.entry,
+            lists=decision.lists,
+            rewrite=rewrite.rewrite,
+        )
+
     def explain(self, group: Group, qname: bytes, labels: list[int]) -> Decision:
         """The full decision with its reasons (the slow path, also used by ``check``).
 
         Categories the group allows are reported too when nothing else matched, so that
         ``check`` can say which category a name is in even when it is let through.
         """
+        decision = self._explain(group, qname, labels)
+        if group.rewrites and not decision.blocked:
+            return self._rewritten(group, qname, decision)
+        return decision
+
+    def _explain(self, group: Group, qname: bytes, labels: list[int]) -> Decision:
         actions = self.rules(group).actions
         found: list[_Match] = []
         for offset, sources in self.lists.matches(qname, labels):

@@ -29,9 +29,25 @@ class Action(StrEnum):
 
 
 class Decision:
-    """A decision with its reasons: the category, the list entry that matched and its lists."""
+    """A decision with its reasons: the category, the list entry that matched and its lists.
 
-    __slots__ = ("action", "alert", "blocked", "category", "entry", "lists", "rule")
+    ``rewrite`` is the wire name of a safe-mode host the answer must lead to (SafeSearch), for a
+    name that is let through. ``diverted`` is true when the answer is not the upstream's own
+    (blocked or rewritten): the query path tests that one flag and nothing else in the common
+    case.
+    """
+
+    __slots__ = (
+        "action",
+        "alert",
+        "blocked",
+        "category",
+        "diverted",
+        "entry",
+        "lists",
+        "rewrite",
+        "rule",
+    )
 
     def __init__(
         self,
@@ -40,6 +56,7 @@ class Decision:
         category: str | None = None,
         entry: str | None = None,
         lists: tuple[str, ...] = (),
+        rewrite: bytes | None = None,
     ) -> None:
         self.action = action
         self.blocked = action.blocks
@@ -48,6 +65,8 @@ class Decision:
         self.category = category
         self.entry = entry
         self.lists = lists
+        self.rewrite = None if self.blocked else rewrite
+        self.diverted = self.blocked or self.rewrite is not None
 
     def explain(self) -> str:
         if self.action is Action.ALLOW and self.category is None:
