@@ -24,6 +24,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from schoolgate.agent.config import AgentConfig, ConfigError
@@ -88,6 +89,23 @@ _ANY_PORT_ATTEMPTS = 20
 _UNKNOWN: Any = object()
 # RFC 8914 18, Prohibited: the annotation a resolver gives a client it does not serve.
 _PROHIBITED = ede_option(18, "not a client of this school's resolver")
+
+
+FilesStamp = tuple[tuple[int, int, int] | None, ...]
+
+
+def files_stamp(paths: Sequence[Path]) -> FilesStamp:
+    """(inode, modification time, size) of each file, None for one that is missing: it
+    changes when a file is edited, replaced by a rename, or removed."""
+    found: list[tuple[int, int, int] | None] = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            found.append(None)
+            continue
+        found.append((st.st_ino, st.st_mtime_ns, st.st_size))
+    return tuple(found)
 
 
 class StartupError(Exception):
@@ -347,6 +365,10 @@ class Agent:
         self.exceptions: list[PolicyException] = []
         self._exceptions_stamp: tuple[int, int] | None = None
         self._ignored_build: tuple[int, int] | None = None
+        # What the watched files looked like when the running configuration was read, and a
+        # change seen once but not yet acted on (editors save in steps: wait for it to settle).
+        self._files_stamp = files_stamp(self.config.watched_files)
+        self._unsettled: FilesStamp | None = None
 
     async def start(self) -> None:
         started = time.monotonic()
@@ -468,8 +490,26 @@ class Agent:
         async with self.lists_lock:
             return await self._reload()
 
+    async def reload_if_changed(self) -> bool:
+        """Reload when the configuration file (or a list file it names) changed and has stayed
+        the same for one look since; True when it reloaded. A file that fails to load is
+        reported once and tried again when it changes again."""
+        stamp = files_stamp(self.config.watched_files)
+        if stamp == self._files_stamp:
+            self._unsettled = None
+            return False
+        if stamp != self._unsettled:
+            self._unsettled = stamp
+            return False
+        self._unsettled = None
+        self._files_stamp = stamp
+        log.info("the configuration or a list file changed; reloading")
+        return await self.reload()
+
     async def _reload(self) -> bool:
         assert self.pipeline is not None
+        # Taken before reading, so a change made while reading is seen on the next look.
+        stamp = files_stamp(self.config.watched_files)
         try:
             config = self._load_config()
         except ConfigError as exc:
@@ -486,7 +526,10 @@ class Agent:
         except (BuildError, CompiledListError) as exc:
             log.error("reload refused, keeping the running lists: %s", exc)
             return False
+        if config.watched_files != self.config.watched_files:
+            stamp = files_stamp(config.watched_files)  # another file, or list files added
         self._install(config, lists)
+        self._files_stamp = stamp
         self.jobs.reschedule()
         log.info("reloaded: %d names, build %s", lists.count, lists.build_id)
         return True

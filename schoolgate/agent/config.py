@@ -7,6 +7,7 @@ is documented in docs/configuration.md.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import ipaddress
 import math
@@ -307,6 +308,15 @@ class AgentConfig:
     lists: tuple[ListConfig, ...]
     remote_lists: tuple[RemoteListConfig, ...]
     updates: UpdateSettings
+    config_file: Path | None = None  # None: the bundled default, or text parsed directly
+
+    @property
+    def watched_files(self) -> tuple[Path, ...]:
+        """The files whose change the running agent reloads for: the configuration file and
+        the list files it names."""
+        if self.config_file is None:
+            return ()
+        return (self.config_file, *(entry.path for entry in self.lists))
 
     def group_actions(self, group: GroupConfig, active: frozenset[str]) -> dict[str, Action]:
         """A group's actions while the ``active`` schedules are on; later schedules in the
@@ -360,7 +370,7 @@ def load(path: Path | None, overrides: Overrides | None = None) -> AgentConfig:
         ref = resources.files("schoolgate.filter_lists").joinpath(BUNDLED_CONFIG)
         with resources.as_file(ref) as bundled:
             return _load_file(bundled, "(bundled default config)", overrides, bundled_default=True)
-    return _load_file(path, str(path), overrides)
+    return dataclasses.replace(_load_file(path, str(path), overrides), config_file=path)
 
 
 def _load_file(

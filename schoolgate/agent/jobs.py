@@ -12,6 +12,8 @@
   exceptions granted, removed or expired (a stat of the exceptions file, nothing more).
 * ``lists-watch``: every few seconds, notice a build put in service by another process
   (``schoolgate-agent lists update`` or ``lists compile``) and serve it.
+* ``config-watch``: every two seconds, a stat of the configuration file and the list files it
+  names; a change that has settled reloads, as SIGHUP does.
 
 Jobs only ever start work in the list worker process or read a few bytes of metadata: nothing
 here blocks the DNS event loop.
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 
 FIRST_RUN_DELAY: Final = 5.0  # seconds after start: let the listeners settle first
 WATCH_INTERVAL: Final = 5.0
+CONFIG_WATCH_INTERVAL: Final = 2.0
 POLICY_TICK: Final = 1.0  # a schedule boundary or a new exception takes effect within a second
 RETRY_FIRST: Final = 900.0
 _LAUNCH_JITTER_CAP: Final = 300.0
@@ -62,6 +65,13 @@ class Jobs:
             self._watch,
             IntervalTrigger(seconds=WATCH_INTERVAL, timezone=UTC),
             id="lists-watch",
+            coalesce=True,
+            max_instances=1,
+        )
+        self.scheduler.add_job(
+            self.agent.reload_if_changed,
+            IntervalTrigger(seconds=CONFIG_WATCH_INTERVAL, timezone=UTC),
+            id="config-watch",
             coalesce=True,
             max_instances=1,
         )

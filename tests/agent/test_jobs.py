@@ -13,6 +13,6 @@ def test_every_job_runs_on_the_event_loop(make_agent: AgentFactory) -> None:
     agent = make_agent()
     assert agent.agent is not None and agent.agent.jobs.scheduler is not None
     jobs = agent.agent.jobs.scheduler.get_jobs()
-    assert {job.id for job in jobs} >= {"policy", "identity", "lists-watch"}
+    assert {job.id for job in jobs} >= {"policy", "identity", "lists-watch", "config-watch"}
     for job in jobs:
         assert inspect.iscoroutinefunction(job.func), job.id
