@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Final, cast
 
+from schoolgate.agent.files import atomic_writer, fsync_dir
+
 _CHUNK: Final = 256 * 1024
 _TAR_MAGIC_AT: Final = 257
 
@@ -30,7 +32,6 @@ class UnpackError(Exception):
 
 def unpack(raw: Path, out: Path, member: str, max_bytes: int) -> None:
     """Write the list held in ``raw`` to ``out`` (atomically), at most ``max_bytes`` of it."""
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         with open(raw, "rb") as f:
             head = f.read(6)
@@ -39,27 +40,24 @@ def unpack(raw: Path, out: Path, member: str, max_bytes: int) -> None:
             peek = stream.read(_TAR_MAGIC_AT + 8)
             is_tar = peek[_TAR_MAGIC_AT : _TAR_MAGIC_AT + 5] == b"ustar"
         if is_tar:
-            with opener(raw) as stream:
-                _from_tar(stream, tmp, member or "*", max_bytes)
+            with opener(raw) as stream, atomic_writer(out) as dest:
+                _from_tar(stream, dest, member or "*", max_bytes)
         elif member:
             raise UnpackError(f"expected a tar archive holding {member!r}, got a plain file")
         elif opener is _plain_open:
-            # Already a list: the download was capped by size, so it only moves.
+            # Already a list, written to the disk by the download and capped by size: it only
+            # moves.
             if raw.stat().st_size > max_bytes:
                 raise UnpackError(f"more than {max_bytes} bytes (updates.max_list_mb): refused")
-            os.replace(raw, tmp)
+            os.replace(raw, out)
+            fsync_dir(out.parent)
         else:
-            with opener(raw) as stream, open(tmp, "wb") as dest:
+            with opener(raw) as stream, atomic_writer(out) as dest:
                 _copy(stream, dest, max_bytes)
-        os.replace(tmp, out)
     except (EOFError, OSError, zlib.error, lzma.LZMAError, tarfile.TarError) as exc:
-        tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.errno is not None:
             raise  # a real file-system error (disk full), not a bad archive
         raise UnpackError(f"truncated or corrupt archive: {exc or type(exc).__name__}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _decompressor(head: bytes) -> Callable[[Path], IO[bytes]]:
@@ -76,7 +74,7 @@ def _plain_open(path: Path) -> IO[bytes]:
     return open(path, "rb")
 
 
-def _from_tar(stream: IO[bytes], dest_path: Path, member: str, max_bytes: int) -> None:
+def _from_tar(stream: IO[bytes], dest: IO[bytes], member: str, max_bytes: int) -> None:
     seen: list[str] = []
     found = False
     # Streaming mode: members are read in order, never seeking. Decompression is ours, not
@@ -91,8 +89,7 @@ def _from_tar(stream: IO[bytes], dest_path: Path, member: str, max_bytes: int) -
                 source = archive.extractfile(info)
                 if source is None:  # pragma: no cover - isfile() members always have data
                     break
-                with open(dest_path, "wb") as dest:
-                    _copy(source, dest, max_bytes)
+                _copy(source, dest, max_bytes)
                 found = True
             elif len(seen) < 10:
                 seen.append(info.name)
@@ -113,5 +110,3 @@ def _copy(source: IO[bytes], dest: IO[bytes], max_bytes: int) -> None:
                 f"unpacks to more than {max_bytes} bytes (updates.max_list_mb): refused"
             )
         dest.write(chunk)
-    dest.flush()
-    os.fsync(dest.fileno())
