@@ -123,6 +123,15 @@ class FilterSection(_Section):
     cname_inspection: bool = True
 
 
+class BlockPageSection(_Section):
+    enabled: bool = False
+    listen: list[str] = msgspec.field(default_factory=list)
+    language: Literal["en", "vi", "zh"] = "en"
+    school_name: str = ""
+    contact: str = ""
+    max_requests_per_hour: int = 10
+
+
 class ListSection(_Section):
     name: str
     category: str
@@ -208,6 +217,7 @@ class _RawConfig(_Section):
     upstream: UpstreamSection = msgspec.field(default_factory=UpstreamSection)
     cache: CacheSection = msgspec.field(default_factory=CacheSection)
     filter: FilterSection = msgspec.field(default_factory=FilterSection)
+    blockpage: BlockPageSection = msgspec.field(default_factory=BlockPageSection)
     site: SiteSection = msgspec.field(default_factory=SiteSection)
     policy: PolicySection = msgspec.field(default_factory=PolicySection)
     schedules: list[ScheduleSection] = msgspec.field(default_factory=list)
@@ -217,6 +227,18 @@ class _RawConfig(_Section):
     lists: list[ListSection] = msgspec.field(default_factory=list)
     sources: SourcesSection = msgspec.field(default_factory=SourcesSection)
     updates: UpdatesSection = msgspec.field(default_factory=UpdatesSection)
+
+
+@dataclass(frozen=True)
+class BlockPageConfig:
+    """The block page's server: off unless enabled."""
+
+    enabled: bool = False
+    listen: tuple[tuple[str, int], ...] = ()
+    language: str = "en"
+    school_name: str = ""
+    contact: str = ""
+    max_requests_per_hour: int = 10
 
 
 @dataclass(frozen=True)
@@ -308,6 +330,7 @@ class AgentConfig:
     lists: tuple[ListConfig, ...]
     remote_lists: tuple[RemoteListConfig, ...]
     updates: UpdateSettings
+    blockpage: BlockPageConfig = field(default_factory=BlockPageConfig)
     config_file: Path | None = None  # None: the bundled default, or text parsed directly
 
     @property
@@ -514,6 +537,7 @@ def _check(c: _RawConfig, file: str, base: Path) -> AgentConfig:
             "needs filter.blockpage_ipv4 or filter.blockpage_ipv6",
         )
 
+    blockpage = _blockpage(fail, c.blockpage, flt)
     taxonomy = _taxonomy(fail, c.categories)
     timezone = _timezone(fail, c.site.timezone)
     schedules = _schedules(fail, c.schedules)
@@ -549,6 +573,46 @@ def _check(c: _RawConfig, file: str, base: Path) -> AgentConfig:
         lists=tuple(lists),
         remote_lists=tuple(remote),
         updates=updates,
+        blockpage=blockpage,
+    )
+
+
+_BLOCKPAGE_TEXT_LIMIT: Final = 200
+
+
+def _blockpage(fail: Any, section: BlockPageSection, flt: FilterSection) -> BlockPageConfig:
+    listen: list[tuple[str, int]] = []
+    for i, item in enumerate(section.listen):
+        try:
+            listen.append(parse_address(item))
+        except ValueError as exc:
+            raise fail(f"blockpage.listen[{i}]", item, str(exc)) from None
+    if not section.listen:
+        # Where blocked answers send browsers: port 80 on each block-page address.
+        listen = [(address, 80) for address in (*flt.blockpage_ipv4, *flt.blockpage_ipv6)]
+    if section.enabled and not listen:
+        raise fail(
+            "blockpage.listen",
+            section.listen,
+            "nothing to listen on: give addresses here or in filter.blockpage_ipv4/ipv6",
+        )
+    for key in ("school_name", "contact"):
+        value = getattr(section, key)
+        if len(value) > _BLOCKPAGE_TEXT_LIMIT or any(ord(ch) < 32 for ch in value):
+            raise fail(
+                f"blockpage.{key}", value, f"one line of at most {_BLOCKPAGE_TEXT_LIMIT} characters"
+            )
+    if not 1 <= section.max_requests_per_hour <= 1000:
+        raise fail(
+            "blockpage.max_requests_per_hour", section.max_requests_per_hour, "between 1 and 1000"
+        )
+    return BlockPageConfig(
+        section.enabled,
+        tuple(listen),
+        section.language,
+        section.school_name.strip(),
+        section.contact.strip(),
+        section.max_requests_per_hour,
     )
 
 

@@ -1060,3 +1060,32 @@ def test_safe_search_errors(tmp_path: Path, text: str, key: str, reason: str) ->
     err = config_error(text, tmp_path)
     assert err.key == key
     assert reason in err.reason
+
+
+def test_the_block_page_listens_on_the_block_page_addresses_unless_told(tmp_path: Path) -> None:
+    c = parse_text(
+        '[filter]\nblock_response = "blockpage"\nblockpage_ipv4 = ["10.0.0.53"]\n'
+        'blockpage_ipv6 = ["fd00::53"]\n[blockpage]\nenabled = true\nlanguage = "vi"\n',
+        tmp_path,
+    )
+    assert c.blockpage.enabled and c.blockpage.language == "vi"
+    assert c.blockpage.listen == (("10.0.0.53", 80), ("fd00::53", 80))
+    told = parse_text('[blockpage]\nenabled = true\nlisten = ["[::1]:8080"]\n', tmp_path)
+    assert told.blockpage.listen == (("::1", 8080),)
+    assert parse_text("", tmp_path).blockpage.enabled is False
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "reason"),
+    [
+        ("[blockpage]\nenabled = true\n", "blockpage.listen", "nothing to listen on"),
+        ('[blockpage]\nlisten = ["10.0.0.1"]\n', "blockpage.listen[0]", "ADDRESS:PORT"),
+        ('[blockpage]\nschool_name = "a\\nb"\n', "blockpage.school_name", "one line"),
+        ("[blockpage]\nmax_requests_per_hour = 0\n", "blockpage.max_requests_per_hour", "between"),
+        ('[blockpage]\nlanguage = "fr"\n', "blockpage.language", "fr"),
+    ],
+)
+def test_block_page_errors(tmp_path: Path, text: str, key: str, reason: str) -> None:
+    err = config_error(text, tmp_path)
+    assert err.key == key
+    assert reason in err.reason

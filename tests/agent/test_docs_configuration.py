@@ -14,6 +14,7 @@ import pytest
 
 from schoolgate.agent import config as config_mod
 from schoolgate.agent.config import (
+    BlockPageSection,
     CacheSection,
     CategorySection,
     ClientsSection,
@@ -41,6 +42,7 @@ SECTIONS: dict[str, type[msgspec.Struct]] = {
     "[upstream]": UpstreamSection,
     "[cache]": CacheSection,
     "[filter]": FilterSection,
+    "[blockpage]": BlockPageSection,
     "[policy]": PolicySection,
     "[site]": SiteSection,
     "[[schedules]]": ScheduleSection,
