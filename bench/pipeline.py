@@ -20,6 +20,7 @@ figure is the best of 25 rounds of 20,000 calls. Nothing here runs in CI.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import tempfile
 import time
@@ -153,7 +154,7 @@ def main() -> int:
                 addr = (source, 40000)
                 answer = handle(data, addr, reply)
                 assert answer, label
-                results.append((label, best_of(lambda d=data, a=addr: handle(d, a, reply))))
+                results.append((label, best_of(functools.partial(handle, data, addr, reply))))
             return results
 
         for label, micros in asyncio.run(run()):

@@ -17,7 +17,7 @@ from typing import Any
 from dnslib import QTYPE
 
 from schoolgate import __version__
-from schoolgate.agent import cli_lists
+from schoolgate.agent import cli_lists, cli_policy
 from schoolgate.agent import config as config_mod
 from schoolgate.agent.app import Agent, StartupError, block_settings, client_identifier
 from schoolgate.agent.config import AgentConfig, ConfigError, parse_address
@@ -225,6 +225,16 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--format", default="text", choices=["text", "json"])
     sources = lists_sub.add_parser("sources", help="the catalogue of public sources")
     config_arg(sources)
+
+    policy = sub.add_parser("policy", help="what each group gets, and the filtering check")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    show = policy_sub.add_parser("show", help="every group's action for every category")
+    config_arg(show)
+    test = policy_sub.add_parser(
+        "test", help="check one name per category through the filter, for every group"
+    )
+    config_arg(test)
+    cli_policy.add_arguments(show, test, moment=_moment)
     return parser
 
 
@@ -275,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _exceptions(load(), args.exceptions_command, getattr(args, "id", ""))
         if args.command == "categories":
             return cli_lists.categories(load(), args.language)
+        if args.command == "policy":
+            return cli_policy.run(args, load(), _open_lists)
         return _lists_command(args, load())
     except ConfigError as exc:
         print(f"schoolgate-agent: configuration error: {exc}", file=sys.stderr)
@@ -349,13 +361,7 @@ def _check(
     moment = at or config.local_now()
     active = active_schedules(config.schedules, moment)
     devices = read_devices(identity.neighbours, identity.lease_files)
-    # The exceptions as they stood at that moment: granted before it and not yet expired.
-    when = moment.replace(tzinfo=config.timezone).timestamp() if at else time.time()
-    try:
-        exceptions = [e for e in ExceptionStore(config.state_dir).load(when) if e.created <= when]
-    except ExceptionError as exc:
-        print(f"warning: {exc}", file=sys.stderr)
-        exceptions = []
+    exceptions = cli_policy.exceptions_at(config, moment, exact=at is not None)
     client = client_identifier(config, devices, active, exceptions).identify(client_ip)
     print(f"name:     {text}.")
     print(f"type:     {qtype_name.upper()}")

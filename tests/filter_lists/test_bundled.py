@@ -126,6 +126,30 @@ def test_the_safesearch_table_is_sound() -> None:
     assert {"www.google.com", "www.google.co.uk", "google.de"} <= set(engines["google"]["names"])
 
 
+def test_every_probe_is_a_name_in_its_categorys_lists() -> None:
+    sources = catalogue.bundled().values()
+    probed = [c for c in taxonomy() if c.probe]
+    assert len(probed) >= 10
+    for category in probed:
+        assert normalize(category.probe) == category.probe, category.id
+        assert not category.locked, "locked lists are confidential: sites bring their own probe"
+        mine = [s for s in sources if s.category == category.id]
+        # A list a school must turn on first would make every default check fail.
+        assert any(s.default for s in mine), category.id
+        for s in mine:
+            if s.file:
+                labels = category.probe.split(".")
+                covering = {".".join(labels[i:]) for i in range(len(labels) - 1)}
+                assert covering & set(entries(PACKAGE / s.file)), (category.id, s.file)
+
+
+def test_the_categories_doc_names_every_probe() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "categories.md").read_text("utf-8")
+    for category in taxonomy():
+        if category.probe:
+            assert f"`{category.id}`: `{category.probe}`" in doc, category.id
+
+
 def test_the_lists_doc_names_every_default_source() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "lists.md").read_text(encoding="utf-8")
     for s in catalogue.bundled().values():

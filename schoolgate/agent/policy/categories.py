@@ -18,6 +18,7 @@ from typing import Final
 
 import msgspec
 
+from schoolgate.agent.filter.names import InvalidName, normalize
 from schoolgate.agent.policy.decision import Action
 
 BUNDLED_TAXONOMY: Final = "categories.toml"
@@ -62,6 +63,9 @@ class Category:
     defaults: Mapping[AgeTier, Action]
     uksic: str = ""
     site: bool = False  # defined by the site's configuration rather than the bundled taxonomy
+    # A name certainly in the category's lists, for ``policy test``; empty where no name is
+    # both sure to stay listed and fit to print in a report (never for the locked tier).
+    probe: str = ""
 
     @property
     def locked(self) -> bool:
@@ -144,6 +148,7 @@ class _Category(msgspec.Struct, forbid_unknown_fields=True):
     description: str
     default: dict[AgeTier, Action]
     uksic: str = ""
+    probe: str = ""
 
 
 class _File(msgspec.Struct, forbid_unknown_fields=True):
@@ -173,6 +178,7 @@ def parse_taxonomy(text: str, where: str) -> Taxonomy:
             entry.description,
             entry.default,
             uksic=entry.uksic,
+            probe=entry.probe,
         )
         if category.id in categories:
             raise TaxonomyError(f"{where}: category {category.id!r} is defined twice")
@@ -196,8 +202,10 @@ def make_category(
     *,
     uksic: str = "",
     site: bool = False,
+    probe: str = "",
 ) -> Category:
-    """A checked category: a usable id, an English name, an action for every age tier."""
+    """A checked category: a usable id, an English name, an action for every age tier, and a
+    probe, if any, that is a name in its canonical form."""
     if not CATEGORY_ID.fullmatch(category_id):
         raise TaxonomyError(
             f"category id {category_id!r}: use lowercase ASCII letters, digits, '-' and '_'"
@@ -209,6 +217,16 @@ def make_category(
         raise TaxonomyError(f"category {category_id!r} has no default action for {missing}")
     if tier is Tier.LOCKED and not all(a.blocks for a in defaults.values()):
         raise TaxonomyError(f"category {category_id!r} is locked: every default must block")
+    if probe and tier is Tier.LOCKED:
+        # The names in these lists are confidential; a site supplies its own probe.
+        raise TaxonomyError(f"category {category_id!r} is locked: it cannot have a probe")
+    if probe:
+        try:
+            canonical = normalize(probe)
+        except InvalidName as exc:
+            raise TaxonomyError(f"category {category_id!r}: probe {probe!r}: {exc}") from None
+        if canonical != probe:
+            raise TaxonomyError(f"category {category_id!r}: write the probe as {canonical!r}")
     return Category(
         id=category_id,
         tier=tier,
@@ -217,6 +235,7 @@ def make_category(
         defaults=dict(defaults),
         uksic=uksic,
         site=site,
+        probe=probe,
     )
 
 

@@ -165,3 +165,20 @@ def test_parse_taxonomy_names_faults() -> None:
         parse_taxonomy(
             _HEAD.replace('[tiers.bypass]\nname = { en = "T" }', "") + _category("a"), "t.toml"
         )
+
+
+def test_a_probe_is_carried_and_checked() -> None:
+    probed = parse_taxonomy(_HEAD + _category("a", 'probe = "games.example"\n'), "t.toml")
+    assert probed["a"].probe == "games.example"
+    assert parse_taxonomy(_HEAD + _category("a"), "t.toml")["a"].probe == ""
+    with pytest.raises(TaxonomyError, match=r"probe 'bad\.\.example'"):
+        parse_taxonomy(_HEAD + _category("a", 'probe = "bad..example"\n'), "t.toml")
+    with pytest.raises(TaxonomyError, match=r"write the probe as 'games\.example'"):
+        parse_taxonomy(_HEAD + _category("a", 'probe = "Games.Example."\n'), "t.toml")
+
+
+def test_a_locked_category_has_no_probe_of_its_own() -> None:
+    locked = _category("a", 'probe = "x.example"\n').replace('tier = "security"', 'tier = "locked"')
+    with pytest.raises(TaxonomyError, match="locked: it cannot have a probe"):
+        parse_taxonomy(_HEAD + locked, "t.toml")
+    assert not any(c.probe for c in bundled() if c.locked)
