@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schoolgate.agent.config import AgentConfig, ConfigError
 from schoolgate.agent.dns.cache import AnswerCache, CacheEntry, CacheSettings
@@ -59,8 +59,10 @@ from schoolgate.agent.dns.wire import (
     ede_option,
     error_for,
     header_response,
+    name_labels,
     parse_query,
     splice,
+    text_to_wire,
     truncated_response,
 )
 from schoolgate.agent.filter.compiled import CompiledListError, CompiledLists
@@ -81,6 +83,9 @@ from schoolgate.agent.policy.groups import GroupMatcher
 from schoolgate.agent.policy.identity import Device, read_devices
 from schoolgate.agent.policy.schedules import active_schedules
 from schoolgate.agent.stats import Counters
+
+if TYPE_CHECKING:
+    from schoolgate.agent.blockpage import BlockInfo, BlockPageServer, UnblockStore
 
 log = logging.getLogger(__name__)
 
@@ -369,6 +374,10 @@ class Agent:
         # change seen once but not yet acted on (editors save in steps: wait for it to settle).
         self._files_stamp = files_stamp(self.config.watched_files)
         self._unsettled: FilesStamp | None = None
+        # The block page, when enabled: imported only then, as it brings a web stack and a
+        # database layer the DNS service does not need.
+        self.blockpage: BlockPageServer | None = None
+        self.unblock_requests: UnblockStore | None = None
 
     async def start(self) -> None:
         started = time.monotonic()
@@ -387,6 +396,7 @@ class Agent:
             self.exceptions,
         )
         await self._listen()
+        await self._start_blockpage(self.config)
         self.jobs.start()
         # Everything made while starting lives as long as the process: keep it out of the
         # collector's full passes, whose pauses would otherwise show in answer latency.
@@ -475,6 +485,86 @@ class Agent:
                 f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}"
             ) from None
 
+    async def _start_blockpage(self, config: AgentConfig) -> None:
+        """Serve the block page if the configuration asks for it. A page that cannot listen
+        is logged and left out: the DNS service, which filters, carries on without it."""
+        settings = config.blockpage
+        if not settings.enabled:
+            return
+        from schoolgate.agent.blockpage import (  # noqa: PLC0415 - only when enabled
+            BlockPageError,
+            BlockPageServer,
+            BlockPageSettings,
+            UnblockStore,
+        )
+
+        store = UnblockStore(config.state_dir)
+        if self.unblock_requests is None or self.unblock_requests.path != store.path:
+            if self.unblock_requests is not None:
+                self.unblock_requests.close()
+            self.unblock_requests = store
+        server = BlockPageServer(
+            BlockPageSettings(
+                listen=settings.listen,
+                language=settings.language,
+                max_requests_per_hour=settings.max_requests_per_hour,
+                school_name=settings.school_name,
+                contact=settings.contact,
+                timezone=config.timezone,
+            ),
+            self.explain_block,
+            self.unblock_requests,
+        )
+        try:
+            await server.start()
+        except BlockPageError as exc:
+            log.error("%s; DNS filtering carries on without the block page", exc)
+            return
+        self.blockpage = server
+
+    async def _restart_blockpage(self, old: AgentConfig, new: AgentConfig) -> None:
+        """After a reload: the block page follows its settings; the policy it explains is
+        always the pipeline in service, so a policy change needs no restart."""
+        unchanged = (old.blockpage, old.timezone, old.state_dir) == (
+            new.blockpage,
+            new.timezone,
+            new.state_dir,
+        )
+        if unchanged and (self.blockpage is not None or not new.blockpage.enabled):
+            return
+        if self.blockpage is not None:
+            await self.blockpage.stop()
+            self.blockpage = None
+        await self._start_blockpage(new)
+
+    def explain_block(self, name: str, client_ip: str) -> BlockInfo | None:
+        """What the policy in service decided for ``name`` and this client, for the block
+        page: None for an address outside the client networks."""
+        pipeline = self.pipeline
+        if pipeline is None:
+            return None
+        client = pipeline.clients.identify(client_ip)
+        if client is None:
+            return None
+        wire = text_to_wire(name)
+        decision = pipeline.decider.explain(client.group, wire, name_labels(wire))
+        from schoolgate.agent.blockpage import BlockInfo  # noqa: PLC0415 - loaded by now
+
+        taxonomy = self.config.taxonomy
+        category = decision.category
+        known = category is not None and category in taxonomy
+        names = dict(taxonomy[category].names) if known and category else {}
+        return BlockInfo(
+            name=name,
+            category=category,
+            category_names=names,
+            group=client.group.name,
+            blocked=decision.blocked,
+            rule=decision.rule,
+            mac=client.mac or None,
+            hostname=client.hostname or None,
+        )
+
     def _set_handler(self, handler: Handler) -> None:
         for listener in self.udp:
             listener.set_handler(handler)
@@ -528,8 +618,10 @@ class Agent:
             return False
         if config.watched_files != self.config.watched_files:
             stamp = files_stamp(config.watched_files)  # another file, or list files added
+        old = self.config
         self._install(config, lists)
         self._files_stamp = stamp
+        await self._restart_blockpage(old, config)
         self.jobs.reschedule()
         log.info("reloaded: %d names, build %s", lists.count, lists.build_id)
         return True
@@ -701,6 +793,9 @@ class Agent:
         """Stop reading, answer what is in flight (up to ``grace`` seconds), close."""
         await self.jobs.stop()
         self._close_listeners()
+        if self.blockpage is not None:
+            await self.blockpage.stop()
+            self.blockpage = None
         if self.pipeline is not None:
             await self.pipeline.forwarder.drain(timeout=grace)
         if self.tcp is not None:
@@ -717,6 +812,9 @@ class Agent:
                     h.failures,
                     h.mismatched,
                 )
+        if self.unblock_requests is not None:
+            self.unblock_requests.close()
+            self.unblock_requests = None
         log.info("stopped; counters: %s", self.counters.snapshot())
 
     def request_stop(self) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from dnslib import QTYPE
 
 from schoolgate import __version__
-from schoolgate.agent import cli_lists, cli_policy
+from schoolgate.agent import cli_lists, cli_policy, cli_requests
 from schoolgate.agent import config as config_mod
 from schoolgate.agent.app import Agent, StartupError, block_settings, client_identifier
 from schoolgate.agent.config import AgentConfig, ConfigError, parse_address
@@ -226,6 +226,10 @@ def _parser() -> argparse.ArgumentParser:
     sources = lists_sub.add_parser("sources", help="the catalogue of public sources")
     config_arg(sources)
 
+    requests = sub.add_parser("requests", help="the unblock requests sent from the block page")
+    config_arg(requests)
+    cli_requests.add_arguments(requests)
+
     policy = sub.add_parser("policy", help="what each group gets, and the filtering check")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)
     show = policy_sub.add_parser("show", help="every group's action for every category")
@@ -285,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _exceptions(load(), args.exceptions_command, getattr(args, "id", ""))
         if args.command == "categories":
             return cli_lists.categories(load(), args.language)
+        if args.command == "requests":
+            return cli_requests.run(load(), args.format, args.pending, args.limit)
         if args.command == "policy":
             return cli_policy.run(args, load(), _open_lists)
         return _lists_command(args, load())
