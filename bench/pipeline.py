@@ -24,10 +24,10 @@ import functools
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from dnslib import CNAME, QTYPE, RR, A, DNSRecord
+from micro import best_of
 
 from schoolgate.agent.app import build_pipeline, cache_settings
 from schoolgate.agent.config import parse
@@ -37,9 +37,6 @@ from schoolgate.agent.dns.wire import parse_query, scan_response, text_to_wire
 from schoolgate.agent.filter.store import ListStore
 from schoolgate.agent.lists import list_sources
 from schoolgate.agent.stats import Counters
-
-ROUNDS = 25
-CALLS = 20_000
 
 CONFIG = """
 [server]
@@ -95,16 +92,6 @@ def upstream_answer(name: str, *records: RR) -> bytes:
     for rr in records:
         record.add_answer(rr)
     return bytes(record.pack())
-
-
-def best_of(fn: Callable[[], object]) -> float:
-    best = float("inf")
-    for _ in range(ROUNDS):
-        start = time.perf_counter()
-        for _ in range(CALLS):
-            fn()
-        best = min(best, (time.perf_counter() - start) / CALLS)
-    return best * 1e6
 
 
 def main() -> int:

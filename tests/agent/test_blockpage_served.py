@@ -4,7 +4,6 @@ explains the block in the browser's language, and an unblock request is stored."
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import dns.message
@@ -13,7 +12,7 @@ import httpx
 
 from tests.conftest import AgentFactory
 from tests.support.agent import AgentThread
-from tests.support.process import agent_command
+from tests.support.process import run_agent_command
 
 CONFIG = """
 [filter]
@@ -96,18 +95,12 @@ def test_a_blocked_name_leads_to_the_page_and_a_request_is_stored(
         assert "Thank you" in asked.text
         assert "<b>now</b>" not in asked.text
 
-    listed = subprocess.run(
-        agent_command(
-            "requests",
-            "--format",
-            "json",
-            "--config",
-            str(tmp_path / "agent.toml"),
-        ),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    listed = run_agent_command(
+        "requests",
+        "--format",
+        "json",
+        "--config",
+        str(tmp_path / "agent.toml"),
     )
     assert listed.returncode == 0, listed.stderr
     (request,) = json.loads(listed.stdout)

@@ -13,19 +13,13 @@ import dns.message
 import dns.query
 import pytest
 
-from tests.support.process import agent_command, free_port, running_agent
+from tests.support.process import agent_command, free_port, run_agent_command, running_agent
 from tests.support.upstream import FakeUpstream
 from tests.support.waiting import wait_for
 
 
 def cli(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        agent_command(*args, "--state-dir", str(state)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_agent_command(*args, "--state-dir", str(state))
 
 
 def quick_start(port: int, upstream: FakeUpstream, adult: Path, state: Path) -> tuple[str, ...]:

@@ -11,20 +11,14 @@ import pytest
 
 from schoolgate.agent.cli_policy import EXIT_MISMATCH, WIDTH
 from schoolgate.agent.policy.categories import bundled
-from tests.support.process import agent_command
+from tests.support.process import run_agent_command
 
 WEDNESDAY_CLUB = "2026-11-25 15:45"
 WEDNESDAY_AFTER = "2026-11-25 16:30"
 
 
 def cli(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        agent_command(*args, "--state-dir", str(state)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_agent_command(*args, "--state-dir", str(state))
 
 
 def school(tmp_path: Path, lists: str = "") -> Path:

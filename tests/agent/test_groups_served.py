@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import dns.message
@@ -11,7 +10,7 @@ import dns.query
 
 from tests.conftest import AgentFactory
 from tests.support.agent import AgentThread
-from tests.support.process import agent_command
+from tests.support.process import run_agent_command
 from tests.support.upstream import FakeUpstream
 from tests.support.waiting import wait_for
 
@@ -93,23 +92,17 @@ def test_an_exception_granted_on_the_command_line_applies_and_expires(
     leases.write_text("", encoding="utf-8")
     agent = make_agent(groups(leases))
     assert answer(agent, "game.example", "127.0.0.2") == ["0.0.0.0"]
-    granted = subprocess.run(
-        agent_command(
-            "allow",
-            "game.example",
-            "--group",
-            "ks2",
-            "--for",
-            "3s",
-            "--reason",
-            "club",
-            "--config",
-            str(tmp_path / "agent.toml"),
-        ),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    granted = run_agent_command(
+        "allow",
+        "game.example",
+        "--group",
+        "ks2",
+        "--for",
+        "3s",
+        "--reason",
+        "club",
+        "--config",
+        str(tmp_path / "agent.toml"),
     )
     assert granted.returncode == 0, granted.stderr
     assert "allowed for group ks2" in granted.stdout

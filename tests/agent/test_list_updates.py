@@ -13,7 +13,7 @@ from schoolgate.agent.filter.store import WorkerResult
 from tests.conftest import AgentFactory
 from tests.support.agent import AgentThread
 from tests.support.lists_server import ListServer, tarball
-from tests.support.process import agent_command
+from tests.support.process import run_agent_command
 from tests.support.waiting import wait_for
 
 
@@ -35,13 +35,7 @@ def url_lists(server: ListServer, updates: str = "enabled = false") -> str:
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        agent_command(*args, "--config", str(config)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_agent_command(*args, "--config", str(config))
 
 
 def test_the_scheduled_update_fetches_on_first_start(

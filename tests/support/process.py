@@ -36,6 +36,13 @@ def agent_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "schoolgate.agent.cli", *args]
 
 
+def run_agent_command(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``schoolgate-agent ARGS`` to the end, its output captured as text."""
+    return subprocess.run(
+        agent_command(*args), capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
 def wait_until_answering(port: int, proc: subprocess.Popen[str], timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     query = dns.message.make_query("startup-probe.invalid", "A")

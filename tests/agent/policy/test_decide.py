@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 
 from schoolgate.agent.dns.wire import name_labels, text_to_wire
-from schoolgate.agent.filter.build import build
 from schoolgate.agent.filter.compiled import CompiledLists
-from schoolgate.agent.filter.sources import ListSource
 from schoolgate.agent.policy.categories import AgeTier, bundled
 from schoolgate.agent.policy.clients import Group
 from schoolgate.agent.policy.decide import Decider
 from schoolgate.agent.policy.decision import Action, Decision
+from tests.support.compiled import compiled_lists
 
 LISTS = {
     "games": "both.example\ngame.example\n",
@@ -27,15 +26,8 @@ LISTS = {
 
 @pytest.fixture
 def lists(tmp_path: Path) -> Iterator[CompiledLists]:
-    sources = []
-    for category, text in LISTS.items():
-        path = tmp_path / f"{category}.txt"
-        path.write_text(text)
-        sources.append(ListSource(f"{category}-list", category, path))
-    build(sources, tmp_path / "out.sgl")
-    compiled = CompiledLists(tmp_path / "out.sgl")
-    yield compiled
-    compiled.close()
+    with compiled_lists(tmp_path, LISTS, suffix="-list") as compiled:
+        yield compiled
 
 
 def decide(lists: CompiledLists, group: Group, name: str) -> Decision:

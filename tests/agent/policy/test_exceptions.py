@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 
 from schoolgate.agent.dns.wire import name_labels, text_to_wire
-from schoolgate.agent.filter.build import build
 from schoolgate.agent.filter.compiled import CompiledLists
-from schoolgate.agent.filter.sources import ListSource
 from schoolgate.agent.policy.categories import AgeTier, bundled
 from schoolgate.agent.policy.clients import Group
 from schoolgate.agent.policy.decide import Decider
@@ -23,6 +21,7 @@ from schoolgate.agent.policy.exceptions import (
     group_overrides,
     parse_duration,
 )
+from tests.support.compiled import compiled_lists
 
 
 @pytest.mark.parametrize(
@@ -116,19 +115,13 @@ def store_entry(name: str, group: str = "ks2", action: str = "allow") -> dict[st
 
 @pytest.fixture
 def lists(tmp_path: Path) -> Iterator[CompiledLists]:
-    sources = []
-    for category, text in {
+    by_category = {
         "games": "game.example\n",
         "terrorism": "locked.example\n",
         "self-harm": "harm.example\n",
-    }.items():
-        path = tmp_path / f"{category}.txt"
-        path.write_text(text)
-        sources.append(ListSource(category, category, path))
-    build(sources, tmp_path / "out.sgl")
-    compiled = CompiledLists(tmp_path / "out.sgl")
-    yield compiled
-    compiled.close()
+    }
+    with compiled_lists(tmp_path, by_category) as compiled:
+        yield compiled
 
 
 def decide(lists: CompiledLists, group: Group, name: str) -> tuple[Decision, Decision]:

@@ -8,15 +8,14 @@ from pathlib import Path
 import pytest
 
 from schoolgate.agent.dns.wire import name_labels, text_to_wire, wire_to_text
-from schoolgate.agent.filter.build import build
 from schoolgate.agent.filter.compiled import CompiledLists
-from schoolgate.agent.filter.sources import ListSource
 from schoolgate.agent.policy.categories import AgeTier, bundled
 from schoolgate.agent.policy.clients import Group
 from schoolgate.agent.policy.decide import Decider
 from schoolgate.agent.policy.decision import Action
 from schoolgate.agent.policy.safesearch import YouTubeMode, parse_table
 from schoolgate.agent.policy.safesearch import bundled as bundled_table
+from tests.support.compiled import compiled_lists
 
 
 def test_the_bundled_table_has_defaults_for_every_age_tier() -> None:
@@ -57,15 +56,9 @@ def test_an_unsound_table_is_refused(text: str, fault: str) -> None:
 
 @pytest.fixture
 def lists(tmp_path: Path) -> Iterator[CompiledLists]:
-    sources = []
-    for category, text in {"streaming": "youtube.com\n", "self-harm": "bing.com\n"}.items():
-        path = tmp_path / f"{category}.txt"
-        path.write_text(text)
-        sources.append(ListSource(category, category, path))
-    build(sources, tmp_path / "out.sgl")
-    compiled = CompiledLists(tmp_path / "out.sgl")
-    yield compiled
-    compiled.close()
+    by_category = {"streaming": "youtube.com\n", "self-harm": "bing.com\n"}
+    with compiled_lists(tmp_path, by_category) as compiled:
+        yield compiled
 
 
 def decide(lists: CompiledLists, group: Group, name: str) -> tuple[str, str, str]:
