@@ -49,11 +49,16 @@ from schoolgate.agent.dns.synth import (
 from schoolgate.agent.dns.upstream import Upstream, UpstreamGroup
 from schoolgate.agent.dns.wire import (
     CLASS_IN,
+    KEY_CD,
+    KEY_DO,
+    KEY_RD,
     MIN_UDP_PAYLOAD,
     OPT_DO,
     OPT_PLAIN,
     REFUSED,
     SERVFAIL,
+    TYPE_A,
+    TYPE_AAAA,
     MalformedQuery,
     Query,
     ede_option,
@@ -61,6 +66,7 @@ from schoolgate.agent.dns.wire import (
     header_response,
     name_labels,
     parse_query,
+    question_key,
     splice,
     text_to_wire,
     truncated_response,
@@ -501,7 +507,8 @@ class Agent:
         store = UnblockStore(config.state_dir)
         if self.unblock_requests is None or self.unblock_requests.path != store.path:
             if self.unblock_requests is not None:
-                self.unblock_requests.close()
+                # In a thread: closing waits for a write in progress, which may wait on SQLite.
+                await asyncio.to_thread(self.unblock_requests.close)
             self.unblock_requests = store
         server = BlockPageServer(
             BlockPageSettings(
@@ -548,6 +555,8 @@ class Agent:
             return None
         wire = text_to_wire(name)
         decision = pipeline.decider.explain(client.group, wire, name_labels(wire))
+        if not decision.blocked and self.config.filter.cname_inspection:
+            decision = self._cname_decision(pipeline, client.group, wire) or decision
         from schoolgate.agent.blockpage import BlockInfo  # noqa: PLC0415 - loaded by now
 
         taxonomy = self.config.taxonomy
@@ -564,6 +573,22 @@ class Agent:
             mac=client.mac or None,
             hostname=client.hostname or None,
         )
+
+    @staticmethod
+    def _cname_decision(pipeline: Pipeline, group: Group, wire: bytes) -> Decision | None:
+        """The block a name got through its cached answer's CNAME targets, as the query path
+        gives it (see ``from_entry``): a browser sent to the page by such an answer must be
+        told why, not that the name is allowed."""
+        for qtype in (TYPE_A, TYPE_AAAA):
+            for flags in (KEY_RD, KEY_RD | KEY_DO, 0, KEY_RD | KEY_CD, KEY_RD | KEY_CD | KEY_DO):
+                entry = pipeline.cache.lookup(question_key(wire, qtype, flags))
+                if entry is None:
+                    continue
+                for target in entry.cnames:
+                    decision = pipeline.decider.decide_name(group, target)
+                    if decision.blocked:
+                        return decision
+        return None
 
     def _set_handler(self, handler: Handler) -> None:
         for listener in self.udp:
@@ -813,7 +838,7 @@ class Agent:
                     h.mismatched,
                 )
         if self.unblock_requests is not None:
-            self.unblock_requests.close()
+            await asyncio.to_thread(self.unblock_requests.close)
             self.unblock_requests = None
         log.info("stopped; counters: %s", self.counters.snapshot())
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import getpass
 import logging
+import resource
 import sys
 import tempfile
 import time
@@ -38,6 +40,7 @@ from schoolgate.agent.policy.schedules import active_schedules
 
 log = logging.getLogger("schoolgate.agent")
 
+_FILE_LIMIT = 65_536
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
 
@@ -313,8 +316,20 @@ def _lists_command(args: argparse.Namespace, config: AgentConfig) -> int:
     return cli_lists.sources(config)
 
 
+def _raise_file_limit() -> None:
+    """Take the hard limit on open files as the soft one. TCP clients, upstream connections
+    and the block page's visitors each hold a descriptor, and the soft limit systemd and most
+    shells give (1024) is the first thing a busy school would run into."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = _FILE_LIMIT if hard == resource.RLIM_INFINITY else min(hard, _FILE_LIMIT)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 def _run(load: Any) -> int:
     _install_uvloop()
+    _raise_file_limit()
 
     async def serve() -> None:
         agent = Agent(load)

@@ -13,6 +13,7 @@ import httpx
 from tests.conftest import AgentFactory
 from tests.support.agent import AgentThread
 from tests.support.process import run_agent_command
+from tests.support.upstream import FakeUpstream
 
 CONFIG = """
 [filter]
@@ -107,6 +108,27 @@ def test_a_blocked_name_leads_to_the_page_and_a_request_is_stored(
     assert request["name"] == "www.game.example" and request["group"] == "ks2"
     assert request["category"] == "games" and request["client_ip"] == "127.0.0.2"
     assert request["reason"] == "maths homework <b>now</b>" and request["shipped"] is False
+
+
+def test_a_name_blocked_through_its_cname_is_explained(
+    make_agent: AgentFactory, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    upstream.add("cdn.school-ok.example", "CNAME", "edge.game.example.")
+    agent, page = start(make_agent, tmp_path)
+    assert resolve(agent, "cdn.school-ok.example", "127.0.0.2") == ["127.0.0.1"]
+    with browser("127.0.0.2") as pupil:
+        shown = pupil.get(f"{page}/", headers={"Host": "cdn.school-ok.example"})
+        assert shown.status_code == 200
+        assert "Games" in shown.text and "not blocked" not in shown.text
+        asked = pupil.post(
+            f"{page}/_schoolgate/unblock",
+            headers={"Host": "cdn.school-ok.example"},
+            data={"name": "cdn.school-ok.example"},
+        )
+        assert asked.status_code == 200
+    assert agent.agent is not None and agent.agent.unblock_requests is not None
+    (request,) = agent.agent.unblock_requests.list()
+    assert (request.name, request.category) == ("cdn.school-ok.example", "games")
 
 
 def test_the_page_follows_the_policy_for_each_device(

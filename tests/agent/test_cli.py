@@ -7,6 +7,7 @@ import json
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import dns.message
@@ -376,3 +377,20 @@ def test_check_shows_where_safe_search_leads(tmp_path: Path) -> None:
     out = cli("check", "www.youtube.com", state=tmp_path / "s").stdout
     assert "answer:   CNAME restrictmoderate.youtube.com. and its own records" in out
     assert "reason:   safe search: YouTube Restricted Mode (moderate)" in out
+
+
+def test_run_takes_the_hard_limit_on_open_files() -> None:
+    code = (
+        "import resource\n"
+        "from schoolgate.agent import cli\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))\n"
+        "cli._raise_file_limit()\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "want = cli._FILE_LIMIT if hard == resource.RLIM_INFINITY else min(hard, cli._FILE_LIMIT)\n"
+        "print(soft == max(want, min(256, hard)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "True"

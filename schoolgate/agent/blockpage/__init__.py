@@ -8,7 +8,12 @@ and a form to ask for it to be unblocked. See docs/blockpage.md.
 from __future__ import annotations
 
 from schoolgate.agent.blockpage.info import BlockInfo, Explain
-from schoolgate.agent.blockpage.server import BlockPageError, BlockPageServer, BlockPageSettings
+from schoolgate.agent.blockpage.server import (
+    BlockPageError,
+    BlockPageServer,
+    BlockPageSettings,
+    ConnectionLimits,
+)
 from schoolgate.agent.blockpage.store import (
     DuplicateRequest,
     RequestNotStored,
@@ -25,6 +30,7 @@ __all__ = [
     "BlockPageError",
     "BlockPageServer",
     "BlockPageSettings",
+    "ConnectionLimits",
     "DuplicateRequest",
     "Explain",
     "RequestNotStored",

@@ -20,6 +20,7 @@ from datetime import tzinfo
 from typing import Final
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from schoolgate.agent.blockpage.info import Explain
 from schoolgate.agent.blockpage.pages import Pages
@@ -31,6 +32,13 @@ log = logging.getLogger(__name__)
 
 # Pupils' browsers only: a school's worth of devices at once, a few connections each.
 _MAX_CONCURRENCY: Final = 128
+# Connections are counted and capped when they are accepted, not when a request arrives, and
+# none lives longer than a page visit needs: otherwise one device opening sockets and sending
+# nothing would hold every slot, and then every file descriptor the agent has (DNS over TCP
+# included). A browser opens six at most to one host.
+MAX_CONNECTIONS: Final = 256
+MAX_CONNECTIONS_PER_CLIENT: Final = 16
+CONNECTION_LIFETIME: Final = 30.0
 _BACKLOG: Final = 128
 _KEEP_ALIVE: Final = 5
 # Request line and headers: big enough for the cookies a browser still sends to a site it
@@ -90,6 +98,52 @@ class _EmbeddedServer(uvicorn.Server):
                 await asyncio.wait_for(self._exit.wait(), timeout=1.0)
 
 
+@dataclass
+class ConnectionLimits:
+    total: int = MAX_CONNECTIONS
+    per_client: int = MAX_CONNECTIONS_PER_CLIENT
+    lifetime: float = CONNECTION_LIFETIME
+
+
+def guarded_protocol(limits: ConnectionLimits) -> type[H11Protocol]:
+    """uvicorn's HTTP/1.1 protocol with the connection caps and lifetime of ``limits``: a
+    connection over a cap is closed as it is accepted, and every connection is closed
+    ``lifetime`` seconds after it was opened, whatever it is doing."""
+    open_by_client: dict[str, int] = {}
+    open_total = [0]
+
+    class GuardedH11Protocol(H11Protocol):
+        _counted_as: str | None = None
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            peer = self.client[0] if self.client else ""
+            if open_total[0] >= limits.total or open_by_client.get(peer, 0) >= limits.per_client:
+                transport.abort()
+                return
+            open_total[0] += 1
+            open_by_client[peer] = open_by_client.get(peer, 0) + 1
+            self._counted_as = peer
+            self._deadline = self.loop.call_later(limits.lifetime, transport.abort)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            peer = self._counted_as
+            if peer is not None:
+                self._counted_as = None
+                open_total[0] -= 1
+                left = open_by_client[peer] - 1
+                if left:
+                    open_by_client[peer] = left
+                else:
+                    del open_by_client[peer]
+            super().connection_lost(exc)
+
+    return GuardedH11Protocol
+
+
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # Naming the protocol lets the event loop see these as TCP and set TCP_NODELAY on every
@@ -120,8 +174,10 @@ class BlockPageServer:
         explain: Explain,
         store: UnblockStore,
         clock: Callable[[], float] = time.time,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.settings = settings
+        self.limits = limits or ConnectionLimits()
         self.counters = BlockPageCounters()
         handlers = Handlers(
             explain,
@@ -163,7 +219,7 @@ class BlockPageServer:
         addresses = [(s.getsockname()[0], s.getsockname()[1]) for s in sockets]
         config = uvicorn.Config(
             self._app,
-            http="h11",
+            http=guarded_protocol(self.limits),
             ws="none",
             interface="asgi3",
             lifespan="off",

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, tzinfo
 from typing import Final
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -105,6 +105,27 @@ def client_ip(request: Request) -> str | None:
     return str(address)
 
 
+def same_origin(request: Request) -> bool:
+    """Whether a form post comes from the page itself, as far as the browser says.
+
+    Browsers send ``Sec-Fetch-Site`` and ``Origin`` with a form post (and ``Referer`` unless
+    told not to); any of them naming another site refuses the post. A post with none of them
+    (an old browser, a script on the device itself) is taken: it can only file a request in its
+    own device's name, within the hourly limit.
+    """
+    headers = request.headers
+    if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return False
+    host = (headers.get("host") or "").lower()
+    for header in ("origin", "referer"):
+        value = headers.get(header)
+        if value is None or (value == "null" and header == "origin"):
+            continue
+        if urlsplit(value).netloc.lower() != host:
+            return False
+    return True
+
+
 async def read_body(request: Request, limit: int) -> bytes | None:
     """The body, or None when it is longer than ``limit`` (read no further than that)."""
     declared = request.headers.get("content-length")
@@ -179,7 +200,7 @@ class Handlers:
             return self._message(language, 403, "error_not_ours")
         # The form posts to its own origin; another site making a pupil's browser post here
         # would file requests in the pupil's name.
-        if request.headers.get("sec-fetch-site") == "cross-site":
+        if not same_origin(request):
             return self._message(language, 400, "error_bad_form")
         media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if media_type != _FORM:

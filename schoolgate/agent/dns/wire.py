@@ -218,6 +218,13 @@ def parse_query(data: bytes) -> Query:
     return q
 
 
+def question_key(qname: bytes, qtype: int, key_flags: int) -> bytes:
+    """The key ``parse_query`` gives a question for the lowercased wire name ``qname`` of type
+    ``qtype`` in class IN with the ``KEY_*`` bits ``key_flags``: to find what the cache holds
+    for a name without a client's datagram."""
+    return qname + qtype.to_bytes(2, "big") + CLASS_IN.to_bytes(2, "big") + _FLAG_BYTE[key_flags]
+
+
 def opt_record(
     do: bool, options: bytes = b"", payload: int = EDNS_PAYLOAD, rcode: int = 0
 ) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import re
 import secrets
 import time
@@ -136,6 +137,18 @@ class ExceptionStore:
 _TEXT_FIELDS: Final = ("id", "name", "group", "action", "reason", "by")
 
 
+# Seconds since the epoch up to the year 9999: what time.gmtime and the log can show.
+_LAST_MOMENT: Final = 253_402_300_799
+
+
+def _moment(value: object) -> bool:
+    """A number of seconds since the epoch that can be shown as a date (JSON also allows
+    Infinity, NaN and 1e300)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    return math.isfinite(value) and 0 <= value <= _LAST_MOMENT
+
+
 def _entry(item: object) -> PolicyException | None:
     """An entry of the file as a ``PolicyException``, or None when it is not a sound one."""
     if not isinstance(item, dict):
@@ -147,7 +160,7 @@ def _entry(item: object) -> PolicyException | None:
     if not all(isinstance(fields[k], str) for k in _TEXT_FIELDS):
         return None
     times = (fields["expires"], fields["created"])
-    if not all(isinstance(t, int | float) and not isinstance(t, bool) for t in times):
+    if not all(_moment(t) for t in times):
         return None
     if fields["action"] not in ("allow", "block"):
         return None

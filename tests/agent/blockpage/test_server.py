@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -16,7 +17,15 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from schoolgate.agent.blockpage import BlockInfo, BlockPageError, StoreError, UnblockStore
+from schoolgate.agent.blockpage import (
+    BlockInfo,
+    BlockPageError,
+    BlockPageServer,
+    BlockPageSettings,
+    ConnectionLimits,
+    StoreError,
+    UnblockStore,
+)
 from schoolgate.agent.blockpage.language import format_time
 from schoolgate.agent.blockpage.texts import TEXTS
 from tests.agent.blockpage.support import NOW, FakePolicy, raw_request, serving, shown
@@ -377,6 +386,9 @@ async def test_forms_that_cannot_be_read(store: UnblockStore, policy: FakePolicy
         (b"name=blocked.example", {"Content-Type": "text/plain"}),
         (b"name=blocked.example", {"Content-Type": "multipart/form-data; boundary=x"}),
         (b"name=blocked.example", {"Sec-Fetch-Site": "cross-site"}),
+        (b"name=blocked.example", {"Sec-Fetch-Site": "same-site"}),
+        (b"name=blocked.example", {"Origin": "http://evil.example"}),
+        (b"name=blocked.example", {"Referer": "http://evil.example/form"}),
     ]
     async with serving(store, policy.explain) as (_, c):
         for content, headers in cases:
@@ -387,6 +399,13 @@ async def test_forms_that_cannot_be_read(store: UnblockStore, policy: FakePolicy
         same_origin = {**BLOCKED, "Sec-Fetch-Site": "same-origin", "Origin": "null"}
         ok = await c.post(UNBLOCK, data=form(), headers=same_origin)
         assert ok.status_code == 200
+        named = {
+            **BLOCKED,
+            "Origin": "http://blocked.example",
+            "Referer": "http://blocked.example/",
+        }
+        again = await c.post(UNBLOCK, data=form(), headers=named)
+        assert again.status_code == 200  # thanked: the same request is already stored
     assert len(store.list()) == 1
 
 
@@ -501,3 +520,44 @@ async def test_stop_closes_the_port(store: UnblockStore, policy: FakePolicy) -> 
         async with httpx.AsyncClient() as c:
             await c.get(f"http://127.0.0.1:{port}/_schoolgate/health")
     await server.stop()  # twice is harmless
+
+
+# -- connections ------------------------------------------------------------------------------
+
+
+async def _closed_by_server(reader: asyncio.StreamReader) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(), timeout=10) == b""
+    except ConnectionResetError:
+        return True
+
+
+@pytest.mark.asyncio
+async def test_idle_connections_are_capped_and_do_not_outlive_their_time(
+    store: UnblockStore, policy: FakePolicy
+) -> None:
+    # One device opening sockets and sending nothing must not take the page from the others,
+    # nor keep its sockets for ever.
+    limits = ConnectionLimits(total=8, per_client=2, lifetime=1.0)
+    server = BlockPageServer(
+        BlockPageSettings((("127.0.0.1", 0),)), policy.explain, store, limits=limits
+    )
+    await server.start()
+    host, port = server.addresses[0]
+    try:
+        idle = [await asyncio.open_connection(host, port) for _ in range(2)]
+        over_reader, over_writer = await asyncio.open_connection(host, port)
+        assert await _closed_by_server(over_reader)  # a third from the same device: closed
+        over_writer.close()
+        transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+        async with httpx.AsyncClient(transport=transport, timeout=10) as other:
+            page = await other.get(f"http://{host}:{port}/", headers=BLOCKED)
+        assert page.status_code == 200  # another device is served meanwhile
+        for reader, writer in idle:
+            assert await _closed_by_server(reader)  # their time ran out
+            writer.close()
+        again = [await asyncio.open_connection(host, port) for _ in range(2)]
+        for _, writer in again:
+            writer.close()
+    finally:
+        await server.stop()

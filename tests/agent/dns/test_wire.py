@@ -65,6 +65,7 @@ from schoolgate.agent.dns.wire import (
     opt_record,
     parse_query,
     patch_ttls,
+    question_key,
     scan_response,
     set_arcount_plus_one,
     splice,
@@ -185,6 +186,12 @@ def test_query_from_dnspython_with_edns_and_do() -> None:
     assert q.edns
     assert q.do
     assert q.key[-1] == KEY_RD | KEY_DO
+
+
+def test_question_key_is_the_key_a_query_gets() -> None:
+    msg = dns.message.make_query("WWW.Example.org", "AAAA", use_edns=0, want_dnssec=True)
+    q = parse_query(msg.to_wire())
+    assert question_key(text_to_wire("www.example.org"), 28, KEY_RD | KEY_DO) == q.key
 
 
 def test_query_from_dnspython_without_edns() -> None:
