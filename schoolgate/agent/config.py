@@ -7,6 +7,7 @@ is documented in docs/configuration.md.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 import ipaddress
@@ -24,6 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from schoolgate.agent.config_lines import key_line
 from schoolgate.agent.dns.upstream import UpstreamSpec, parse_upstream
 from schoolgate.agent.filter import catalogue
 from schoolgate.agent.filter.names import InvalidName, normalize
@@ -62,14 +64,29 @@ _PRIVATE_NETWORKS: Final = (
 class ConfigError(Exception):
     """A configuration that cannot be used: names the file, key, value and reason."""
 
-    def __init__(self, file: str, key: str, value: Any, reason: str) -> None:
+    def __init__(
+        self, file: str, key: str, value: Any, reason: str, line: int | None = None
+    ) -> None:
         self.file = file
         self.key = key
         self.value = value
         self.reason = reason
+        self.line = line  # where the file writes the key, when it does
         shown = "" if value is _MISSING else f" = {value!r}"
-        where = f"{file}: {key}{shown}" if key else file
+        place = f"{file}:{line}" if line else file
+        where = f"{place}: {key}{shown}" if key else place
         super().__init__(f"{where}: {reason}")
+
+    def at_line(self, text: str, written: Any, used: Any) -> ConfigError:
+        """This error, naming the line of ``text`` that writes its key (or its table, for a key
+        left out). ``written`` is what the text says and ``used`` what was checked, after the
+        command-line flags: a value a flag set has no line."""
+        if not self.key or _lookup(written, self.key) != _lookup(used, self.key):
+            return self
+        line = key_line(text, self.key)
+        if line is None:
+            return self
+        return ConfigError(self.file, self.key, self.value, self.reason, line)
 
 
 _MISSING: Final[Any] = object()
@@ -427,14 +444,18 @@ def parse(text: str, file: str, base: Path, overrides: Overrides | None = None) 
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "", _MISSING, f"not valid TOML: {exc}") from None
+    written = copy.deepcopy(raw) if overrides is not None else raw
     if overrides is not None:
         overrides(raw)
     try:
-        typed = msgspec.convert(raw, _RawConfig, strict=True)
-    except msgspec.ValidationError as exc:
-        key, reason = _split_msgspec_error(str(exc))
-        raise ConfigError(file, key, _lookup(raw, key), reason) from None
-    return _check(typed, file, base)
+        try:
+            typed = msgspec.convert(raw, _RawConfig, strict=True)
+        except msgspec.ValidationError as exc:
+            key, reason = _split_msgspec_error(str(exc))
+            raise ConfigError(file, key, _lookup(raw, key), reason) from None
+        return _check(typed, file, base)
+    except ConfigError as exc:
+        raise exc.at_line(text, written, raw) from None
 
 
 def _split_msgspec_error(message: str) -> tuple[str, str]:

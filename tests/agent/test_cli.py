@@ -131,7 +131,7 @@ def test_config_errors_name_file_key_value_and_reason(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 2
-    assert f"{config}: cache.size = 'big': expected int, got str" in result.stderr
+    assert f"{config}:2: cache.size = 'big': expected int, got str" in result.stderr
 
 
 def test_bad_flag_values_are_refused(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from schoolgate.agent.config import (
     redact_url,
     user_state_dir,
 )
+from schoolgate.agent.config_lines import key_path
 from schoolgate.agent.dns.wire import text_to_wire
 from schoolgate.agent.filter.build import read_source
 from schoolgate.agent.filter.parsers import ListFormat
@@ -643,7 +644,11 @@ def test_errors_name_file_key_value_and_reason(
     assert err.key == key
     assert err.value == value
     assert reason in err.reason
-    assert str(err) == f"{FILE}: {key} = {value!r}: {err.reason}"
+    assert err.line is not None
+    assert str(err) == f"{FILE}:{err.line}: {key} = {value!r}: {err.reason}"
+    # The line named writes the key, or the table or value holding it.
+    names = [part for part in key_path(key) if isinstance(part, str)]
+    assert any(name in text.splitlines()[err.line - 1] for name in names)
 
 
 @pytest.mark.parametrize("missing", ["name", "category"])
@@ -654,7 +659,7 @@ def test_missing_required_list_key(tmp_path: Path, missing: str) -> None:
     err = config_error(text, tmp_path)
     assert err.key == f"lists[0].{missing}"
     assert err.reason == "required key is missing"
-    assert str(err) == f"{FILE}: lists[0].{missing}: required key is missing"
+    assert str(err) == f"{FILE}:1: lists[0].{missing}: required key is missing"
 
 
 @pytest.mark.parametrize("text", ["[cache\nsize = 1", "size = ", "a = 1\na = 2", "[x]]"])
@@ -670,7 +675,7 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     assert err.key == "colour"
     assert err.value == 1
     assert err.reason == "unknown key"
-    assert str(err) == f"{FILE}: colour = 1: unknown key"
+    assert str(err) == f"{FILE}:1: colour = 1: unknown key"
 
 
 def test_unknown_top_level_key_is_refused(tmp_path: Path) -> None:
@@ -726,7 +731,7 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
     path.write_text("[cache]\nsize = -1\n", encoding="utf-8")
     with pytest.raises(ConfigError) as info:
         load(path)
-    assert str(info.value) == f"{path}: cache.size = -1: must be a positive number"
+    assert str(info.value) == f"{path}:2: cache.size = -1: must be a positive number"
 
 
 def test_load_a_missing_file(tmp_path: Path) -> None:
