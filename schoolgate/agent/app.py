@@ -497,6 +497,12 @@ class Agent:
         settings = config.blockpage
         if not settings.enabled:
             return
+        if config.filter.block_response != "blockpage":
+            log.warning(
+                "the block page is enabled but filter.block_response is %r: no browser is sent"
+                ' to it (set it to "blockpage" with filter.blockpage_ipv4/ipv6)',
+                config.filter.block_response,
+            )
         from schoolgate.agent.blockpage import (  # noqa: PLC0415 - only when enabled
             BlockPageError,
             BlockPageServer,

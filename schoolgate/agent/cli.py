@@ -8,7 +8,9 @@ import contextlib
 import datetime as dt
 import getpass
 import logging
+import os
 import resource
+import signal
 import sys
 import tempfile
 import time
@@ -83,7 +85,11 @@ def _allow(config: AgentConfig, name: str, group: str, seconds: int, reason: str
         return EXIT_CONFIG
     groups = [g.name for g in config.groups]
     if group not in groups:
-        print(f"no group {group!r}; the groups are {', '.join(groups)}", file=sys.stderr)
+        print(
+            f"schoolgate-agent: no group {group!r} in {config.source}; its groups are"
+            f" {', '.join(groups)} (give the agent's configuration with --config)",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
     try:
         entry = ExceptionStore(config.state_dir).add(text, group, "allow", seconds, reason, by)
@@ -274,6 +280,17 @@ def _loader(args: argparse.Namespace) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (``| head``): what it wanted was shown. Quiet the flush at exit,
+        # and end as a process killed by SIGPIPE would, as other command-line tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
@@ -420,7 +437,13 @@ def _check(
             print("alert:    raised for the safeguarding lead")
         if decision.entry is None:
             print(f"reason:   {decision.rule}")
-        where = "compiled for this check: the agent's build is older" if fresh else "in service"
+        where = "in service"
+        if fresh:
+            has_build = ListStore(config.state_dir).current.exists()
+            why = (
+                "the agent's build is of other lists" if has_build else "the agent has no build yet"
+            )
+            where = f"compiled for this check: {why}"
         print(f"lists:    build {lists.build_id}, {lists.count} names ({where})")
         lists.close()
     return 0

@@ -340,7 +340,13 @@ class Check:
     def result(self) -> str:
         if not self.probe:
             return "no probe"
-        return "ok" if self.actual is self.expected else "mismatch"
+        if self.actual is self.expected:
+            return "ok"
+        if self.actual is not None and self.rule and not self.rule.startswith("category"):
+            # An allow or deny entry or an exception decided it: the school's own choice,
+            # reported, not a filter that fails to do what it was told.
+            return "override"
+        return "mismatch"
 
     @property
     def hidden(self) -> bool:
@@ -409,6 +415,7 @@ def test(
     summary = {
         "checks": sum(1 for c in checks if c.probe),
         "mismatches": mismatches,
+        "overrides": sum(1 for c in checks if c.result == "override"),
         "without_probe": without,
         "strict": strict,
         "passed": passed,
@@ -544,6 +551,7 @@ def _print_test(
     without = summary["without_probe"]
     line = (
         f"{summary['checks']} checks, {summary['mismatches']} mismatches,"
+        f" {summary['overrides']} decided by allow or deny entries or exceptions,"
         f" {len(without)} categories without a probe"
     )
     _wrapped(line + (f": {', '.join(without)}" if without else ""), indent=0, hang=4)

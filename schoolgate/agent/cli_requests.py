@@ -44,7 +44,10 @@ def run(config: AgentConfig, output: str, pending: bool, limit: int) -> int:
         print(json.dumps([asdict(r) for r in found], indent=1, ensure_ascii=False))
         return 0
     if not found:
-        print("no unblock requests" + (" waiting" if pending else ""))
+        waiting = " waiting" if pending else ""
+        print(
+            f"no unblock requests{waiting} in {store.path} (the state directory of {config.source})"
+        )
     for r in found:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created))
         device = " ".join(x for x in (r.client_ip, r.hostname or "", r.mac or "") if x)

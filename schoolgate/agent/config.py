@@ -15,6 +15,8 @@ import math
 import os
 import re
 import tomllib
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -25,7 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from schoolgate.agent.config_lines import key_line
+from schoolgate.agent.config_lines import key_line, key_path
 from schoolgate.agent.dns.upstream import UpstreamSpec, parse_upstream
 from schoolgate.agent.filter import catalogue
 from schoolgate.agent.filter.names import InvalidName, normalize
@@ -472,7 +474,48 @@ def _split_msgspec_error(message: str) -> tuple[str, str]:
     if reason.startswith("Object missing required field "):
         field = reason.removeprefix("Object missing required field ")
         return (f"{key}.{field}" if key else field), "required key is missing"
-    return key, reason[0].lower() + reason[1:]
+    reason = reason[0].lower() + reason[1:]
+    if reason.startswith("invalid enum value"):
+        choices = _literal_choices(key)
+        if choices:
+            reason += "; expected " + ", ".join(repr(c) for c in choices)
+    return key, reason
+
+
+def _literal_choices(key: str) -> tuple[str, ...]:
+    """The values a choice key (a ``Literal`` field) allows, found from the sections' types."""
+    node: Any = _RawConfig
+    for part in key_path(key):
+        if isinstance(part, int):
+            continue
+        node = _unwrap(node)
+        if not (isinstance(node, type) and issubclass(node, msgspec.Struct)):
+            return ()
+        found = {f.name: f.type for f in msgspec.structs.fields(node)}
+        if part not in found:
+            return ()
+        node = found[part]
+    node = _unwrap(node)
+    if typing.get_origin(node) is Literal:
+        return tuple(str(arg) for arg in typing.get_args(node))
+    return ()
+
+
+def _unwrap(tp: Any) -> Any:
+    """The element or non-None type inside ``list[X]``, ``dict[str, X]`` or ``X | None``."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is list:
+            tp = typing.get_args(tp)[0]
+        elif origin is dict:
+            tp = typing.get_args(tp)[1]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp
 
 
 def _lookup(raw: Any, key: str) -> Any:
@@ -559,6 +602,15 @@ def _check(c: _RawConfig, file: str, base: Path) -> AgentConfig:
         )
 
     blockpage = _blockpage(fail, c.blockpage, flt)
+    if blockpage.enabled:
+        for i, address in enumerate(blockpage.listen):
+            if address[1] and address in listen:  # port 0: any free port, never the same
+                raise fail(
+                    f"blockpage.listen[{i}]" if c.blockpage.listen else "blockpage.listen",
+                    c.blockpage.listen or [f"{address[0]}:{address[1]}"],
+                    "the DNS service listens there (server.listen): the block page needs"
+                    " another address or port",
+                )
     taxonomy = _taxonomy(fail, c.categories)
     timezone = _timezone(fail, c.site.timezone)
     schedules = _schedules(fail, c.schedules)
@@ -869,11 +921,12 @@ def _groups(
         )
     defaults = [g.name for g in groups if g.default]
     if len(defaults) != 1:
+        found = "none is" if not defaults else f"{', '.join(defaults)} all are"
         raise fail(
             "groups",
-            defaults,
+            _MISSING,
             "exactly one group must be the default (default = true), for devices no group"
-            " claims, such as guests",
+            f" claims, such as guests; {found}",
         )
     return tuple(groups)
 

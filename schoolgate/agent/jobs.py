@@ -49,6 +49,12 @@ CONFIG_WATCH_INTERVAL: Final = 2.0
 POLICY_TICK: Final = 1.0  # a schedule boundary or a new exception takes effect within a second
 RETRY_FIRST: Final = 900.0
 _LAUNCH_JITTER_CAP: Final = 300.0
+_FRESH_JITTER_CAP: Final = 25.0
+
+
+def retry_delay(failures: int, interval: float) -> float:
+    """Seconds before a source that failed ``failures`` times in a row is tried again."""
+    return float(min(interval, RETRY_FIRST * 2 ** min(max(failures - 1, 0), 16)))
 
 
 class Jobs:
@@ -60,6 +66,11 @@ class Jobs:
         self._running: asyncio.Task[object] | None = None
 
     def start(self) -> None:
+        # The scheduler logs every run of every job at INFO: three lines a second from the
+        # policy tick alone would bury what the agent has to say. Its warnings still show.
+        for name in ("apscheduler.executors.default", "apscheduler.scheduler"):
+            logger = logging.getLogger(name)
+            logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.scheduler.add_job(
             self._watch,
@@ -124,18 +135,32 @@ class Jobs:
         log.info("next list update at %s", first.strftime("%Y-%m-%d %H:%M:%S UTC"))
 
     def _first_delay(self) -> float:
+        """Seconds until the first update after a start or a reload: when the source due
+        soonest is due. A source is due ``interval`` after its last success; one that failed
+        is due when its back-off (15 minutes, doubling) ends, so restarts and reloads do not
+        hammer a list host that is down; one never tried, or whose URL changed, is due now."""
         config = self.agent.config
         u = config.updates
         state = ListStore(config.state_dir).downloads.load()
-        # A source whose URL or member changed has no success to count from.
-        successes = [
-            state.get(r.name).last_success if state.get(r.name).key == r.key else 0.0
-            for r in lists_mod.remote_sources(config)
-        ]
-        oldest = min(successes, default=0.0)
-        due_in = oldest + u.interval - time.time() if oldest else 0.0
+        now = time.time()
+        due: list[float] = []
+        fresh = False
+        for remote in lists_mod.remote_sources(config):
+            s = state.get(remote.name)
+            if s.key != remote.key or not s.last_attempt:
+                due.append(now)
+                fresh = True
+            elif s.failures:
+                due.append(s.last_attempt + retry_delay(s.failures, u.interval))
+            else:
+                due.append(s.last_success + u.interval)
+        due_in = min(due, default=now) - now
         if due_in <= FIRST_RUN_DELAY:
-            return FIRST_RUN_DELAY + random.uniform(0, min(u.jitter, _LAUNCH_JITTER_CAP))
+            # Due now: soon after the listeners settle, spread so a district's schools starting
+            # together (after a power cut) do not all knock at once. A list never fetched is
+            # fetched sooner: a new install should filter with everything it has been given.
+            cap = _FRESH_JITTER_CAP if fresh else _LAUNCH_JITTER_CAP
+            return FIRST_RUN_DELAY + random.uniform(0, min(u.jitter, cap))
         return due_in + random.uniform(0, u.jitter)
 
     async def run_update(self, force: bool = False) -> WorkerResult | None:
@@ -183,7 +208,14 @@ class Jobs:
     @staticmethod
     def _log_sources(sources: dict[str, dict[str, object]]) -> None:
         for name, s in sources.items():
-            if s["status"] in ("failed", "refused"):
+            if s["status"] in ("failed", "refused") and not s["entries"]:
+                log.warning(
+                    "list source %s %s and has no copy yet, so none of it is in service: %s",
+                    name,
+                    s["status"],
+                    s["error"],
+                )
+            elif s["status"] in ("failed", "refused"):
                 log.warning(
                     "list source %s %s, its last good copy stays in service (%s entries): %s",
                     name,
@@ -205,7 +237,7 @@ class Jobs:
             return
         state = ListStore(config.state_dir).downloads.load()
         failures = max((state.get(n).failures for n in sources), default=1)
-        delay = min(config.updates.interval, RETRY_FIRST * 2 ** min(max(failures - 1, 0), 16))
+        delay = retry_delay(failures, config.updates.interval)
         when = datetime.now(UTC) + timedelta(seconds=delay)
         upcoming = scheduler.get_job("lists-update")
         if upcoming is not None and upcoming.next_run_time <= when:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -394,3 +395,23 @@ def test_run_takes_the_hard_limit_on_open_files() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "True"
+
+
+def test_output_cut_short_by_its_reader_is_not_an_error(tmp_path: Path) -> None:
+    # As in `schoolgate-agent policy show | head -3`: the reader is gone (here, before the
+    # first line, so the outcome does not depend on how much fits in the pipe).
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            agent_command("policy", "show", "--state-dir", str(tmp_path)),
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 128 + signal.SIGPIPE
+    assert "Traceback" not in done.stderr

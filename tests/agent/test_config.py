@@ -1088,6 +1088,12 @@ def test_the_block_page_listens_on_the_block_page_addresses_unless_told(tmp_path
         ('[blockpage]\nschool_name = "a\\nb"\n', "blockpage.school_name", "one line"),
         ("[blockpage]\nmax_requests_per_hour = 0\n", "blockpage.max_requests_per_hour", "between"),
         ('[blockpage]\nlanguage = "fr"\n', "blockpage.language", "fr"),
+        (
+            '[server]\nlisten = ["127.0.0.1:8053"]\n'
+            '[blockpage]\nenabled = true\nlisten = ["127.0.0.1:8053"]\n',
+            "blockpage.listen[0]",
+            "the DNS service listens there",
+        ),
     ],
 )
 def test_block_page_errors(tmp_path: Path, text: str, key: str, reason: str) -> None:

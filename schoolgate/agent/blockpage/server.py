@@ -212,9 +212,8 @@ class BlockPageServer:
                 for sock in sockets:
                     sock.close()
                 raise BlockPageError(
-                    exc.errno,
                     f"cannot listen on {_label(host, port)} for the block page: "
-                    f"{exc.strerror or exc}",
+                    f"{exc.strerror or exc}"
                 ) from None
         addresses = [(s.getsockname()[0], s.getsockname()[1]) for s in sockets]
         config = uvicorn.Config(
