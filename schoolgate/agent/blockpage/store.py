@@ -18,8 +18,8 @@ import secrets
 import threading
 import time
 import unicodedata
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -28,7 +28,6 @@ from sqlalchemy import (
     Boolean,
     Column,
     Connection,
-    Engine,
     Float,
     Index,
     MetaData,
@@ -36,14 +35,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
-    event,
     func,
     insert,
     select,
     update,
 )
-from sqlalchemy.exc import SQLAlchemyError
+
+from schoolgate.agent.sqlite import SqliteError, SqliteFile
 
 MAX_REASON: Final = 500
 HOUR: Final = 3600.0
@@ -72,7 +70,7 @@ _requests = Table(
 )
 
 
-class StoreError(Exception):
+class StoreError(SqliteError):
     """The store cannot be opened or written; the message says why."""
 
 
@@ -135,24 +133,11 @@ def _from_row(row: Row[Any]) -> UnblockRequest:
     )
 
 
-def _reason(exc: SQLAlchemyError) -> str:
-    """The database's own words ("database or disk is full"), without the statement."""
-    return str(getattr(exc, "orig", None) or exc)
-
-
-def _use_wal(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-    finally:
-        cursor.close()
-
-
 class UnblockStore:
     def __init__(self, state_dir: Path, max_pending: int = DEFAULT_MAX_PENDING) -> None:
         self.path = state_dir / "blockpage" / "requests.sqlite"
         self.max_pending = max_pending
-        self._engine: Engine | None = None
+        self._file = SqliteFile(self.path, _metadata, "unblock requests", StoreError)
         # One writer at a time in this process: the bounds are checked and the row added as one.
         self._lock = threading.Lock()
 
@@ -262,37 +247,7 @@ class UnblockStore:
 
     def close(self) -> None:
         with self._lock:
-            if self._engine is not None:
-                self._engine.dispose()
-                self._engine = None
+            self._file.close()
 
-    @contextmanager
-    def _connection(self) -> Iterator[Connection]:
-        """A connection in a transaction, committed when the block ends without an error; the
-        database's and the file system's errors come out as ``StoreError``."""
-        try:
-            engine = self._open()
-            with engine.begin() as conn:
-                yield conn
-        except SQLAlchemyError as exc:
-            raise StoreError(f"unblock requests in {self.path}: {_reason(exc)}") from exc
-
-    def _open(self) -> Engine:
-        if self._engine is not None:
-            return self._engine
-        try:
-            # Requests name pupils' devices: only the agent's user may read them.
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(
-                f"cannot make {self.path.parent} for unblock requests: {exc.strerror or exc}"
-            ) from exc
-        engine = create_engine(f"sqlite:///{self.path}", connect_args={"timeout": 5.0})
-        event.listen(engine, "connect", _use_wal)
-        try:
-            _metadata.create_all(engine)
-        except SQLAlchemyError as exc:
-            engine.dispose()
-            raise StoreError(f"cannot open {self.path}: {_reason(exc)}") from exc
-        self._engine = engine
-        return engine
+    def _connection(self) -> AbstractContextManager[Connection]:
+        return self._file.connection()
