@@ -1,0 +1,249 @@
+"""The local activity store: every event the agent recorded, for searching and for the spool.
+
+``STATE_DIR/activity/events.sqlite``, one SQLite table in WAL mode, written in batches by one
+writer (never on the DNS event loop) and read by the ``log`` command and, later, the collector
+uploader at the same time. Each event gets a sequence number that is never used again, even
+after old events are deleted, so a batch can be named by its numbers when it is shipped.
+
+``synchronous=NORMAL``: a power cut can lose the last batches committed before it (the events
+still in memory are lost then anyway), never the file. Searching by name covers the name and
+every name below it through an index on the name written backwards (``com.example.www.``), so
+``example.com`` is a range of that index rather than a scan of the table.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+from sqlalchemy import (
+    Boolean,
+    Column,
+    ColumnElement,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    Row,
+    String,
+    Table,
+    Text,
+    and_,
+    delete,
+    func,
+    or_,
+    select,
+)
+
+from schoolgate.agent.activity.events import Event, EventKind, Severity, StoredEvent
+from schoolgate.agent.sqlite import SqliteError, SqliteFile
+
+# Deleting old events a slice at a time keeps each transaction short, so the writer never
+# waits long behind the retention job.
+_PRUNE_SLICE: Final = 5_000
+
+_metadata = MetaData()
+_events = Table(
+    "events",
+    _metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),
+    Column("time", Float, nullable=False),
+    Column("client_ip", String(45), nullable=False, default=""),
+    Column("mac", String(17), nullable=False, default=""),
+    Column("hostname", String(255), nullable=False, default=""),
+    Column("grp", String(63), nullable=False, default=""),
+    Column("name", String(253), nullable=False, default=""),
+    Column("rname", String(254), nullable=False, default=""),
+    Column("qtype", String(16), nullable=False, default=""),
+    Column("action", String(16), nullable=False, default=""),
+    Column("categories", Text, nullable=False, default=""),  # ",a,b," for exact matching
+    Column("rule", Text, nullable=False, default=""),
+    Column("rcode", String(16), nullable=False, default=""),
+    Column("latency_ms", Float),
+    Column("cache_hit", Boolean),
+    Column("severity", String(16)),
+    Column("data", Text, nullable=False, default=""),
+    # Every index costs each write a B-tree insert (the names' one at a random place), and
+    # writing must keep up with the busiest school: only the searches staff make most have
+    # one. A group or a kind is searched within a time range, which the time index narrows.
+    Index("events_by_time", "time"),
+    Index("events_by_client", "client_ip", "time"),
+    Index("events_by_name", "rname"),
+    # AUTOINCREMENT: a sequence number is never handed out twice, even after a prune.
+    sqlite_autoincrement=True,
+)
+
+
+class ActivityStoreError(SqliteError):
+    """The activity store cannot be opened, read or written; the message says why."""
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """What ``search`` keeps: every condition given must hold."""
+
+    kinds: tuple[EventKind, ...] = ()
+    client: str = ""  # an IP address, a MAC address or a device name
+    group: str = ""
+    name: str = ""  # this name and every name below it
+    category: str = ""
+    action: str = ""
+    since: float | None = None  # seconds since the epoch, inclusive
+    until: float | None = None  # exclusive
+
+
+def reversed_name(name: str) -> str:
+    """'www.example.com' -> 'com.example.www.': names below a name share its prefix."""
+    labels = [label for label in name.lower().rstrip(".").split(".") if label]
+    return ".".join(reversed(labels)) + "." if labels else ""
+
+
+class ActivityStore:
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "activity" / "events.sqlite"
+        self._file = SqliteFile(
+            self.path, _metadata, "activity events", ActivityStoreError, synchronous="NORMAL"
+        )
+
+    def add(self, events: Sequence[Event]) -> int:
+        """Write ``events`` in one transaction; how many were written."""
+        if not events:
+            return 0
+        rows = [_row(e) for e in events]
+        with self._file.connection() as conn:
+            # The driver's executemany with plain tuples: the writer shares the interpreter
+            # with the DNS service, and building SQLAlchemy parameters for every row cost
+            # five times as much.
+            conn.exec_driver_sql(_INSERT, rows)
+        return len(rows)
+
+    def search(
+        self, where: EventFilter, limit: int = 1000, newest_first: bool = True
+    ) -> builtins.list[StoredEvent]:
+        """Events matching ``where``: the newest ``limit`` of them, newest first unless told."""
+        t = _events
+        query = select(t).where(*_conditions(where)).limit(limit)
+        query = query.order_by(t.c.seq.desc() if newest_first else t.c.seq)
+        with self._file.connection() as conn:
+            return [_stored(row) for row in conn.execute(query)]
+
+    def count(self) -> int:
+        with self._file.connection() as conn:
+            return int(conn.execute(select(func.count()).select_from(_events)).scalar_one())
+
+    def prune(self, before: float) -> int:
+        """Delete events older than ``before`` (seconds since the epoch); how many went."""
+        t = _events
+        deleted = 0
+        while True:
+            oldest = select(t.c.seq).where(t.c.time < before).limit(_PRUNE_SLICE)
+            with self._file.connection() as conn:
+                gone = conn.execute(delete(t).where(t.c.seq.in_(oldest))).rowcount
+            deleted += gone
+            if gone < _PRUNE_SLICE:
+                return deleted
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _conditions(where: EventFilter) -> list[ColumnElement[bool]]:
+    t = _events
+    found: list[ColumnElement[bool]] = []
+    if where.kinds:
+        found.append(t.c.kind.in_([k.value for k in where.kinds]))
+    if where.client:
+        client = where.client.strip().lower()
+        found.append(or_(t.c.client_ip == client, t.c.mac == client, t.c.hostname == client))
+    if where.group:
+        found.append(t.c.grp == where.group)
+    if where.name:
+        prefix = reversed_name(where.name)
+        # Every reversed name starting with the prefix: '/' is the character after '.'.
+        found.append(and_(t.c.rname >= prefix, t.c.rname < prefix[:-1] + "/"))
+    if where.category:
+        found.append(func.instr(t.c.categories, f",{where.category},") > 0)
+    if where.action:
+        found.append(t.c.action == where.action)
+    if where.since is not None:
+        found.append(t.c.time >= where.since)
+    if where.until is not None:
+        found.append(t.c.time < where.until)
+    return found
+
+
+_COLUMNS: Final = (
+    "kind",
+    "time",
+    "client_ip",
+    "mac",
+    "hostname",
+    "grp",
+    "name",
+    "rname",
+    "qtype",
+    "action",
+    "categories",
+    "rule",
+    "rcode",
+    "latency_ms",
+    "cache_hit",
+    "severity",
+    "data",
+)
+_INSERT: Final = (  # built from the constant column names above; values are bound
+    f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"  # noqa: S608
+)
+
+
+def _row(e: Event) -> tuple[Any, ...]:
+    """An event as the values of ``_COLUMNS``, in order."""
+    return (
+        e.kind.value,
+        e.time,
+        e.client_ip,
+        e.mac,
+        e.hostname,
+        e.group,
+        e.name,
+        reversed_name(e.name),
+        e.qtype,
+        e.action,
+        f",{','.join(e.categories)}," if e.categories else "",
+        e.rule,
+        e.rcode,
+        e.latency_ms,
+        None if e.cache_hit is None else int(e.cache_hit),
+        e.severity.value if e.severity is not None else None,
+        msgspec.json.encode(e.data).decode() if e.data else "",
+    )
+
+
+def _stored(row: Row[Any]) -> StoredEvent:
+    m = row._mapping
+    return StoredEvent(
+        seq=m["seq"],
+        event=Event(
+            kind=EventKind(m["kind"]),
+            time=m["time"],
+            client_ip=m["client_ip"],
+            mac=m["mac"],
+            hostname=m["hostname"],
+            group=m["grp"],
+            name=m["name"],
+            qtype=m["qtype"],
+            action=m["action"],
+            categories=tuple(c for c in m["categories"].split(",") if c),
+            rule=m["rule"],
+            rcode=m["rcode"],
+            latency_ms=m["latency_ms"],
+            cache_hit=None if m["cache_hit"] is None else bool(m["cache_hit"]),
+            severity=Severity(m["severity"]) if m["severity"] else None,
+            data=msgspec.json.decode(m["data"]) if m["data"] else {},
+        ),
+    )
