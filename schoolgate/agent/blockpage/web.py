@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import time
 from collections.abc import Callable
 from datetime import datetime, tzinfo
 from typing import Final
@@ -33,6 +32,7 @@ from schoolgate.agent.blockpage.store import (
     TooManyRequests,
     UnblockStore,
 )
+from schoolgate.agent.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -69,27 +69,6 @@ class BlockPageCounters:
 
     def snapshot(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
-
-
-class _Throttle:
-    """True at most once per ``every`` seconds; counts the times it said no since."""
-
-    def __init__(self, every: float = _LOG_EVERY) -> None:
-        self.every = every
-        self.last = -every
-        self.skipped = 0
-
-    def __call__(self) -> bool:
-        now = time.monotonic()
-        if now - self.last < self.every:
-            self.skipped += 1
-            return False
-        self.last = now
-        return True
-
-    def take_skipped(self) -> int:
-        skipped, self.skipped = self.skipped, 0
-        return skipped
 
 
 def client_ip(request: Request) -> str | None:
@@ -159,7 +138,7 @@ class Handlers:
         self._max_per_hour = max_requests_per_hour
         self._clock = clock
         self._timezone = timezone
-        self._store_log = _Throttle()
+        self._store_log = Throttle(_LOG_EVERY)
 
     def _language(self, request: Request) -> str:
         return choose_language(request.headers.get("accept-language"), self._default)
@@ -282,7 +261,7 @@ class Guard:
     def __init__(self, app: ASGIApp, counters: BlockPageCounters) -> None:
         self._app = app
         self._counters = counters
-        self._log = _Throttle()
+        self._log = Throttle(_LOG_EVERY)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

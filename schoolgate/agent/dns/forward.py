@@ -30,6 +30,7 @@ from schoolgate.agent.dns.upstream import (
 )
 from schoolgate.agent.dns.wire import Query, ScannedResponse, build_query
 from schoolgate.agent.stats import Counters
+from schoolgate.agent.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,8 @@ class Forwarder:
         self._counters = counters
         self._stale_after = stale_answer_after
         self._in_flight: dict[bytes, Pending] = {}
-        self._last_give_up_log = -_GIVE_UP_LOG_INTERVAL
-        self._give_ups_not_logged = 0
+        # When the school's internet link is down every query gives up: logged now and then.
+        self._give_up_log = Throttle(_GIVE_UP_LOG_INTERVAL)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def forward(self, data: bytes, query: Query, client: Any, reply: Reply, addr: Address) -> None:
@@ -160,20 +161,14 @@ class Forwarder:
 
     def _give_up(self, pending: Pending) -> None:
         stale = self.cache.get_stale(pending.key, int(time.monotonic()))
-        now = time.monotonic()
-        if now - self._last_give_up_log >= _GIVE_UP_LOG_INTERVAL:
-            # Rate-limited: when the school's internet link is down this is every query.
+        if self._give_up_log():
             log.warning(
                 "every upstream failed for %s, answered %s (%s); %d more like it not logged",
                 pending.query.name_text(),
                 "from the stale cache" if stale is not None else "SERVFAIL",
                 "; ".join(pending.errors),
-                self._give_ups_not_logged,
+                self._give_up_log.take_skipped(),
             )
-            self._last_give_up_log = now
-            self._give_ups_not_logged = 0
-        else:
-            self._give_ups_not_logged += 1
         self._finish(pending, stale, stale=stale is not None)
 
     def _answer_stale(self, pending: Pending) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any, Final, Protocol, cast
 
 from schoolgate.agent.stats import Counters
+from schoolgate.agent.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +51,11 @@ class _ErrorLog:
     """Logs a handler failure at most every few seconds, with a count of those skipped."""
 
     def __init__(self) -> None:
-        self._last = 0.0
-        self._skipped = 0
+        self._throttle = Throttle(_ERROR_LOG_INTERVAL)
 
     def __call__(self, what: str) -> None:
-        now = time.monotonic()
-        if now - self._last < _ERROR_LOG_INTERVAL:
-            self._skipped += 1
-            return
-        log.exception("%s (%d similar errors not logged)", what, self._skipped)
-        self._last = now
-        self._skipped = 0
+        if self._throttle():
+            log.exception("%s (%d similar errors not logged)", what, self._throttle.take_skipped())
 
 
 def bind_udp(host: str, port: int, receive_buffer: int) -> socket.socket:
