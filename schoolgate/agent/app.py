@@ -205,7 +205,7 @@ def build_pipeline(
     known_clients = clients.memo
     decider = Decider(lists, config.taxonomy)
     decide = decider.decide
-    decide_name = decider.decide_name
+    blocked_target = decider.blocked_target
     block = BlockAnswers(block_settings(config)).respond
     rewriter = Rewriter(config.filter.block_ttl)
     target_query = rewriter.target_query
@@ -234,12 +234,10 @@ def build_pipeline(
         reply: Reply,
     ) -> bytes:
         if entry.cnames and cname_inspection:
-            group = client.group
-            for target in entry.cnames:
-                decision = decide_name(group, target)
-                if decision.blocked:
-                    counters.cname_blocked += 1
-                    return fit(query, block(data, query, decision), reply)
+            decision = blocked_target(client.group, entry.cnames)
+            if decision is not None:
+                counters.cname_blocked += 1
+                return fit(query, block(data, query, decision), reply)
         plain, edns = entry.stale_bodies() if stale else entry.bodies(now)
         answer = splice(data, query, plain, edns, OPT_DO if query.do else OPT_PLAIN)
         fitted = fit(query, answer, reply)
@@ -588,11 +586,9 @@ class Agent:
         for qtype in (TYPE_A, TYPE_AAAA):
             for flags in (KEY_RD, KEY_RD | KEY_DO, 0, KEY_RD | KEY_CD, KEY_RD | KEY_CD | KEY_DO):
                 entry = pipeline.cache.lookup(question_key(wire, qtype, flags))
-                if entry is None:
-                    continue
-                for target in entry.cnames:
-                    decision = pipeline.decider.decide_name(group, target)
-                    if decision.blocked:
+                if entry is not None:
+                    decision = pipeline.decider.blocked_target(group, entry.cnames)
+                    if decision is not None:
                         return decision
         return None
 

@@ -12,7 +12,7 @@ mattered most: the one with the strongest action, the more serious tier breaking
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 from schoolgate.agent.dns.wire import Query, name_labels, wire_to_text
@@ -90,6 +90,15 @@ class Decider:
         if decision is None:
             decision = self._remember(group, group.name_memo, wire, wire, name_labels(wire))
         return decision
+
+    def blocked_target(self, group: Group, targets: Iterable[bytes]) -> Decision | None:
+        """The decision blocking the first of an answer's CNAME ``targets`` the group may not
+        reach, or None: an answer leading into a blocked name is blocked too."""
+        for target in targets:
+            decision = self.decide_name(group, target)
+            if decision.blocked:
+                return decision
+        return None
 
     def _remember(
         self,
