@@ -117,20 +117,9 @@ def clean_reason(text: str | None) -> str | None:
 
 
 def _from_row(row: Row[Any]) -> UnblockRequest:
+    # The columns are the fields; SQLite gives the boolean back as an integer.
     m = row._mapping
-    return UnblockRequest(
-        id=m["id"],
-        created=m["created"],
-        client_ip=m["client_ip"],
-        mac=m["mac"],
-        hostname=m["hostname"],
-        group=m["group"],
-        name=m["name"],
-        category=m["category"],
-        reason=m["reason"],
-        language=m["language"],
-        shipped=bool(m["shipped"]),
-    )
+    return UnblockRequest(**{**m, "shipped": bool(m["shipped"])})
 
 
 class UnblockStore:
