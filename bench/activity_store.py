@@ -82,7 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "by name (site7.example and below), newest 1000",
             lambda: len(store.search(EventFilter(name="site7.example"))),
         )
-        timed("by client, newest 1000", lambda: len(store.search(EventFilter(client="10.20.0.9"))))
+        timed(
+            "by client, newest 1000", lambda: len(store.search(EventFilter(clients=("10.20.0.9",))))
+        )
         timed("by category, newest 1000", lambda: len(store.search(EventFilter(category="games"))))
         timed("prune the older half", lambda: store.prune(start + args.events * 0.005))
         store.close()

@@ -22,11 +22,15 @@ import logging
 import signal
 import ssl
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
+from schoolgate.agent.activity.alerts import Alerts
+from schoolgate.agent.activity.buffer import EventBuffer
+from schoolgate.agent.activity.service import ActivityLog
 from schoolgate.agent.config import AgentConfig, ConfigError
 from schoolgate.agent.dns.cache import AnswerCache, CacheEntry, CacheSettings
 from schoolgate.agent.dns.forward import Forwarder
@@ -46,7 +50,7 @@ from schoolgate.agent.dns.synth import (
     BlockResponse,
     BlockSettings,
 )
-from schoolgate.agent.dns.upstream import Upstream, UpstreamGroup
+from schoolgate.agent.dns.upstream import Health, Upstream, UpstreamGroup
 from schoolgate.agent.dns.wire import (
     CLASS_IN,
     KEY_CD,
@@ -76,6 +80,7 @@ from schoolgate.agent.filter.sources import BuildError, is_current
 from schoolgate.agent.filter.store import ListStore
 from schoolgate.agent.jobs import Jobs
 from schoolgate.agent.lists import list_sources
+from schoolgate.agent.metrics import MetricsError, MetricsServer
 from schoolgate.agent.policy.clients import Client, ClientIdentifier, Group
 from schoolgate.agent.policy.decide import Decider
 from schoolgate.agent.policy.decision import Decision
@@ -88,7 +93,7 @@ from schoolgate.agent.policy.exceptions import (
 from schoolgate.agent.policy.groups import GroupMatcher
 from schoolgate.agent.policy.identity import Device, read_devices
 from schoolgate.agent.policy.schedules import active_schedules
-from schoolgate.agent.stats import Counters
+from schoolgate.agent.stats import N_TYPES, Counters, Outcome, Tallies, slot
 
 if TYPE_CHECKING:
     from schoolgate.agent.blockpage import BlockInfo, BlockPageServer, UnblockStore
@@ -100,6 +105,9 @@ _ANY_PORT_ATTEMPTS = 20
 _UNKNOWN: Any = object()
 # RFC 8914 18, Prohibited: the annotation a resolver gives a client it does not serve.
 _PROHIBITED = ede_option(18, "not a client of this school's resolver")
+CACHED: Final = Outcome.CACHED
+# The category label of a block no category made (a deny entry or an exception's).
+NO_CATEGORY: Final = "deny-list"
 
 
 FilesStamp = tuple[tuple[int, int, int] | None, ...]
@@ -157,12 +165,20 @@ def block_settings(config: AgentConfig) -> BlockSettings:
     )
 
 
-def upstream_group(config: AgentConfig) -> UpstreamGroup:
+def upstream_group(config: AgentConfig, health: dict[str, Health] | None = None) -> UpstreamGroup:
+    """The configured upstreams; ``health`` keeps each one's record (by its label) across
+    reloads."""
     tls = None
     if any(u.scheme == "tls" for u in config.upstreams):
         cafile = str(config.upstream_ca_file) if config.upstream_ca_file else None
         tls = ssl.create_default_context(cafile=cafile)
-    return UpstreamGroup([Upstream(u, config.upstream_timeout, tls) for u in config.upstreams])
+    health = health if health is not None else {}
+    return UpstreamGroup(
+        [
+            Upstream(u, config.upstream_timeout, tls, health.setdefault(u.label, Health()))
+            for u in config.upstreams
+        ]
+    )
 
 
 def client_identifier(
@@ -170,11 +186,14 @@ def client_identifier(
     devices: Mapping[str, Device],
     active: frozenset[str] = frozenset(),
     exceptions: Sequence[PolicyException] = (),
+    tallies: Tallies | None = None,
 ) -> ClientIdentifier:
     """Clients by address: refused outside the client networks, else in their group, whose
     actions are those of the ``active`` schedules, with its allow and deny entries."""
+    tallies = tallies if tallies is not None else Tallies()
     groups = {
-        g.name: Group(g.name, config.group_actions(g, active), g.rewrites()) for g in config.groups
+        g.name: Group(g.name, config.group_actions(g, active), g.rewrites(), tallies.group(g.name))
+        for g in config.groups
     }
     for g in config.groups:
         groups[g.name].set_overrides(group_overrides(g.name, g.allow, g.deny, exceptions))
@@ -190,6 +209,27 @@ def client_identifier(
     )
 
 
+@dataclass
+class Recording:
+    """Where the query path puts what it saw, kept by the agent across reloads: the labelled
+    counters, the activity buffer and the alert state. Tests and benchmarks that want none of
+    it get fresh ones, whose buffer simply fills and counts its drops."""
+
+    tallies: Tallies
+    events: EventBuffer[object]
+    alerts: Alerts
+    upstreams: dict[str, Health]  # by upstream label
+
+    @classmethod
+    def fresh(cls, config: AgentConfig) -> Recording:
+        return cls(
+            Tallies(),
+            EventBuffer(config.activity.buffer_events, 1),
+            Alerts(config.alerts, config.taxonomy),
+            {},
+        )
+
+
 def build_pipeline(
     config: AgentConfig,
     lists: CompiledLists,
@@ -198,9 +238,11 @@ def build_pipeline(
     devices: Mapping[str, Device] | None = None,
     active: frozenset[str] = frozenset(),
     exceptions: Sequence[PolicyException] = (),
+    recording: Recording | None = None,
 ) -> Pipeline:
     """Assemble the stages in their order (see the module docstring for why this order)."""
-    clients = client_identifier(config, devices or {}, active, exceptions)
+    recording = recording if recording is not None else Recording.fresh(config)
+    clients = client_identifier(config, devices or {}, active, exceptions, recording.tallies)
     identify = clients.identify
     known_clients = clients.memo
     decider = Decider(lists, config.taxonomy)
@@ -214,9 +256,45 @@ def build_pipeline(
     cache_touch = cache.touch
     cname_inspection = config.filter.cname_inspection
     monotonic = time.monotonic
+    wall_clock = time.time
+    # What every answered query leaves behind: its group's counter for its outcome and type,
+    # the latency histogram, and a record in the activity buffer (a tuple of references; the
+    # writer's thread makes the event). None of it waits or allocates more than the tuple.
+    latency = recording.tallies.latency
+    latency_counts = latency.counts
+    latency_bounds = latency.bounds
+    events = recording.events
+    pending = events.items
+    pending_append = pending.append
+    capacity = events.capacity
+    urgent = events.append_urgent
+    first_bound = latency_bounds[0]
+    alerts = recording.alerts
+    cached_slot = slot(Outcome.CACHED)
     # Clients repeat byte-identical queries but for the ID, so decoding is memoized on the rest
     # of the datagram; a Query holds nothing that depends on the ID.
     parsed: dict[bytes, Query] = {}
+
+    def answered(
+        received: float,
+        client: Client,
+        query: Query,
+        decision: Decision,
+        outcome: Outcome,
+        answer: bytes,
+        cache_hit: bool,
+    ) -> None:
+        """Count and record a query answered with ``answer`` (the whole message)."""
+        client.group.tally.queries[outcome * N_TYPES + query.type_index] += 1
+        seconds = wall_clock() - received
+        latency_counts[bisect_left(latency_bounds, seconds)] += 1
+        latency.sum += seconds
+        if len(pending) < capacity:
+            pending_append(
+                (received, client, query, decision, outcome, answer[3] & 15, seconds, cache_hit)
+            )
+        else:
+            events.dropped += 1
 
     def fit(query: Query, answer: bytes, reply: Reply) -> bytes:
         if len(answer) > (query.udp_size or MIN_UDP_PAYLOAD) and reply.udp:
@@ -224,20 +302,56 @@ def build_pipeline(
             return truncated_response(query, answer)
         return answer
 
+    def blocked(
+        received: float,
+        data: bytes,
+        query: Query,
+        client: Client,
+        decision: Decision,
+        reply: Reply,
+        cache_hit: bool,
+    ) -> bytes:
+        """The blocked answer, counted by category, and the alert of repeated attempts."""
+        counters.blocked += 1
+        by_category = client.group.tally.blocked
+        category = decision.category or NO_CATEGORY
+        by_category[category] = by_category.get(category, 0) + 1
+        alert = alerts.blocked(received, client, query, decision)
+        if alert is not None:
+            urgent(alert)
+        answer = fit(query, block(data, query, decision), reply)
+        answered(received, client, query, decision, Outcome.BLOCKED, answer, cache_hit)
+        return answer
+
     def from_entry(
         data: bytes,
         query: Query,
         client: Client,
+        decision: Decision,
         entry: CacheEntry,
         now: int,
         stale: bool,
         reply: Reply,
+        received: float,
+        outcome: Outcome,
     ) -> bytes:
         if entry.cnames and cname_inspection:
-            decision = blocked_target(client.group, entry.cnames)
-            if decision is not None:
+            target_decision = blocked_target(client.group, entry.cnames)
+            if target_decision is not None:
                 counters.cname_blocked += 1
-                return fit(query, block(data, query, decision), reply)
+                if target_decision.alert:
+                    alert = alerts.category(received, client, query, target_decision)
+                    if alert is not None:
+                        urgent(alert)
+                return blocked(
+                    received,
+                    data,
+                    query,
+                    client,
+                    target_decision,
+                    reply,
+                    outcome is Outcome.CACHED,
+                )
         plain, edns = entry.stale_bodies() if stale else entry.bodies(now)
         answer = splice(data, query, plain, edns, OPT_DO if query.do else OPT_PLAIN)
         fitted = fit(query, answer, reply)
@@ -251,37 +365,71 @@ def build_pipeline(
             # of its own is memoized on it: one whose CNAME targets another group might block
             # must be checked for each client. It must also fit any transport.
             entry.answers[query] = answer[2:]
+        answered(received, client, query, decision, outcome, fitted, outcome is Outcome.CACHED)
         return fitted
 
     def deliver(
         data: bytes,
         query: Query,
-        client: Client | Diverted,
+        waiting: tuple[Client, Decision] | Diverted,
         reply: Reply,
         addr: Address,
+        received: float,
         entry: CacheEntry | None,
         stale: bool,
     ) -> None:
-        if isinstance(client, Diverted):
+        if isinstance(waiting, Diverted):
             # The target's answer arrived: the client's own answer is built from it.
-            answer = rewritten_answer(
-                client.data, client.query, client.target, entry, int(monotonic()), stale
+            answer = fit(
+                waiting.query,
+                rewritten_answer(
+                    waiting.data, waiting.query, waiting.target, entry, int(monotonic()), stale
+                ),
+                reply,
             )
-            reply.send(fit(client.query, answer, reply), addr)
+            reply.send(answer, addr)
+            answered(
+                received,
+                waiting.client,  # type: ignore[arg-type]
+                waiting.query,
+                waiting.decision,  # type: ignore[arg-type]
+                Outcome.REWRITTEN,
+                answer,
+                False,
+            )
             return
+        client, decision = waiting
         if entry is None:
             answer = header_response(data, query, SERVFAIL)
+            answered(received, client, query, decision, Outcome.SERVFAIL, answer, False)
         else:
-            answer = from_entry(data, query, client, entry, int(monotonic()), stale, reply)
+            outcome = Outcome.STALE if stale else Outcome.UPSTREAM
+            answer = from_entry(
+                data,
+                query,
+                client,
+                decision,
+                entry,
+                int(monotonic()),
+                stale,
+                reply,
+                received,
+                outcome,
+            )
         reply.send(answer, addr)
 
     def divert(
-        data: bytes, query: Query, client: Client, decision: Decision, reply: Reply, addr: Address
+        received: float,
+        data: bytes,
+        query: Query,
+        client: Client,
+        decision: Decision,
+        reply: Reply,
+        addr: Address,
     ) -> bytes | None:
         """A blocked name's answer, or a rewritten one's (SafeSearch) from the cache or later."""
         if decision.blocked:
-            counters.blocked += 1
-            return fit(query, block(data, query, decision), reply)
+            return blocked(received, data, query, client, decision, reply, False)
         counters.rewritten += 1
         target = decision.rewrite
         assert target is not None
@@ -292,16 +440,24 @@ def build_pipeline(
             counters.cache_hits += 1
             if entry.second != now:
                 cache_touch(target_q.key, entry, now)
-            return fit(query, rewritten_answer(data, query, target, entry, now, False), reply)
-        forward(target_data, target_q, Diverted(data, query, client, target), reply, addr)
+            answer = fit(query, rewritten_answer(data, query, target, entry, now, False), reply)
+            answered(received, client, query, decision, Outcome.REWRITTEN, answer, True)
+            return answer
+        waiting = Diverted(data, query, client, target, decision)
+        forward(target_data, target_q, waiting, reply, addr, received)
         return None
 
     forwarder = Forwarder(
-        upstream_group(config), cache, deliver, counters, config.cache.stale_answer_after
+        upstream_group(config, recording.upstreams),
+        cache,
+        deliver,
+        counters,
+        config.cache.stale_answer_after,
     )
     forward = forwarder.forward
 
     def handle(data: bytes, addr: Address, reply: Reply) -> bytes | None:
+        received = wall_clock()
         try:
             tail = data[2:]
             query = parsed.get(tail)
@@ -332,8 +488,14 @@ def build_pipeline(
                 return b""
             counters.formerr += 1
             return error_for(data, exc.rcode)
-        if decision.diverted:
-            return divert(data, query, client, decision, reply, addr)
+        if decision.special:
+            if decision.alert:
+                # Raised before the answer, and written ahead of every ordinary event.
+                alert = alerts.category(received, client, query, decision)
+                if alert is not None:
+                    urgent(alert)
+            if decision.blocked or decision.rewrite is not None:
+                return divert(received, data, query, client, decision, reply, addr)
         # 3. cache: AnswerCache.get inlined, as this is the hottest path there is.
         now = int(monotonic())
         entry = cache_lookup(key)
@@ -343,10 +505,26 @@ def build_pipeline(
                 cache_touch(key, entry, now)
             answer = entry.answers.get(query)
             if answer is not None:
+                # ``answered`` inlined: this is most queries.
+                client.group.tally.queries[cached_slot + query.type_index] += 1
+                seconds = wall_clock() - received
+                if seconds <= first_bound:
+                    latency_counts[0] += 1
+                else:
+                    latency_counts[bisect_left(latency_bounds, seconds)] += 1
+                latency.sum += seconds
+                if len(pending) < capacity:
+                    pending_append(
+                        (received, client, query, decision, CACHED, answer[1] & 15, seconds, True)
+                    )
+                else:
+                    events.dropped += 1
                 return data[:2] + answer
-            return from_entry(data, query, client, entry, now, False, reply)
+            return from_entry(
+                data, query, client, decision, entry, now, False, reply, received, CACHED
+            )
         # 4. upstream: answered later through ``deliver``.
-        forward(data, query, client, reply, addr)
+        forward(data, query, (client, decision), reply, addr, received)
         return None
 
     return Pipeline(handle, forwarder, decider, cache, clients)
@@ -382,9 +560,19 @@ class Agent:
         # database layer the DNS service does not need.
         self.blockpage: BlockPageServer | None = None
         self.unblock_requests: UnblockStore | None = None
+        # What the query path leaves behind (counters, events, alerts), kept across reloads.
+        config = self.config
+        self.activity = ActivityLog(
+            config.activity, config.state_dir, config.alerts, config.taxonomy
+        )
+        self.recording = Recording(Tallies(), self.activity.buffer, self.activity.alerts, {})
+        self.metrics: MetricsServer | None = None
+        self.started_at = time.time()
 
     async def start(self) -> None:
         started = time.monotonic()
+        self.started_at = time.time()
+        await self.activity.start()
         lists = await self._lists(self.config, first=True)
         cache = AnswerCache(cache_settings(self.config))
         self.devices = await self.read_devices()
@@ -398,9 +586,11 @@ class Agent:
             self.devices,
             self.active_schedules,
             self.exceptions,
+            self.recording,
         )
         await self._listen()
         await self._start_blockpage(self.config)
+        await self._start_metrics(self.config)
         self.jobs.start()
         # Everything made while starting lives as long as the process: keep it out of the
         # collector's full passes, whose pauses would otherwise show in answer latency.
@@ -533,6 +723,24 @@ class Agent:
             return
         self.blockpage = server
 
+    async def _start_metrics(self, config: AgentConfig) -> None:
+        if config.metrics_listen is None:
+            return
+        server = MetricsServer(self, config.metrics_listen)
+        try:
+            await server.start()
+        except MetricsError as exc:
+            log.error("%s; DNS filtering carries on without it", exc)
+            return
+        self.metrics = server
+        host, port = server.address
+        log.info("metrics on http://%s:%d/metrics", f"[{host}]" if ":" in host else host, port)
+
+    async def _stop_metrics(self) -> None:
+        if self.metrics is not None:
+            await self.metrics.stop()
+            self.metrics = None
+
     async def _restart_blockpage(self, old: AgentConfig, new: AgentConfig) -> None:
         """After a reload: the block page follows its settings; the policy it explains is
         always the pipeline in service, so a policy change needs no restart."""
@@ -646,9 +854,16 @@ class Agent:
         if config.watched_files != self.config.watched_files:
             stamp = files_stamp(config.watched_files)  # another file, or list files added
         old = self.config
+        # The activity settings first: the new pipeline reads the buffer's capacity.
+        await self.activity.reconfigure(
+            config.activity, config.state_dir, config.alerts, config.taxonomy
+        )
         self._install(config, lists)
         self._files_stamp = stamp
         await self._restart_blockpage(old, config)
+        if config.metrics_listen != old.metrics_listen:
+            await self._stop_metrics()
+            await self._start_metrics(config)
         self.jobs.reschedule()
         log.info("reloaded: %d names, build %s", lists.count, lists.build_id)
         return True
@@ -669,6 +884,7 @@ class Agent:
             self.devices,
             self.active_schedules,
             self.exceptions,
+            self.recording,
         )
         if config.state_dir != self.config.state_dir:
             self.store = ListStore(config.state_dir)
@@ -842,6 +1058,8 @@ class Agent:
         if self.unblock_requests is not None:
             await asyncio.to_thread(self.unblock_requests.close)
             self.unblock_requests = None
+        await self.activity.stop()
+        await self._stop_metrics()
         log.info("stopped; counters: %s", self.counters.snapshot())
 
     def request_stop(self) -> None:

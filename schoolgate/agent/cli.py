@@ -21,7 +21,7 @@ from typing import Any
 from dnslib import QTYPE
 
 from schoolgate import __version__
-from schoolgate.agent import cli_lists, cli_policy, cli_requests
+from schoolgate.agent import cli_lists, cli_log, cli_policy, cli_requests
 from schoolgate.agent import config as config_mod
 from schoolgate.agent.app import Agent, StartupError, block_settings, client_identifier
 from schoolgate.agent.config import AgentConfig, ConfigError, parse_address
@@ -163,7 +163,12 @@ def _parser() -> argparse.ArgumentParser:
             help="add a list file to CATEGORY, a category of the taxonomy or a new one blocked"
             " for everyone (repeatable)",
         )
-        p.add_argument("--state-dir", type=Path, metavar="DIR", help="where compiled lists live")
+        p.add_argument(
+            "--state-dir",
+            type=Path,
+            metavar="DIR",
+            help="the agent's state: compiled lists, the activity log, exceptions",
+        )
         p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     run = sub.add_parser("run", help="run the DNS service in the foreground")
@@ -183,6 +188,12 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="URL",
         help="udp://, tcp:// or tls:// upstream (repeatable; replaces upstream.servers)",
+    )
+    run.add_argument(
+        "--metrics",
+        type=_address,
+        metavar="ADDR:PORT",
+        help="serve Prometheus metrics here (replaces metrics.listen)",
     )
 
     check = sub.add_parser("check", help="explain what the filter does with a name")
@@ -235,6 +246,10 @@ def _parser() -> argparse.ArgumentParser:
     sources = lists_sub.add_parser("sources", help="the catalogue of public sources")
     config_arg(sources)
 
+    log_ = sub.add_parser("log", help="search the activity log: queries, alerts, devices")
+    config_arg(log_)
+    cli_log.add_arguments(log_)
+
     requests = sub.add_parser("requests", help="the unblock requests sent from the block page")
     config_arg(requests)
     cli_requests.add_arguments(requests)
@@ -258,6 +273,8 @@ def _loader(args: argparse.Namespace) -> Any:
             server["listen"] = list(args.listen)
         if getattr(args, "upstream", None):
             raw.setdefault("upstream", {})["servers"] = list(args.upstream)
+        if getattr(args, "metrics", None):
+            raw.setdefault("metrics", {})["listen"] = args.metrics
         if args.state_dir is not None:
             server["state_dir"] = str(args.state_dir.resolve())
         known = taxonomy_mod.bundled()
@@ -309,6 +326,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return _exceptions(load(), args.exceptions_command, getattr(args, "id", ""))
         if args.command == "categories":
             return cli_lists.categories(load(), args.language)
+        if args.command == "log":
+            return cli_log.run(load(), args)
         if args.command == "requests":
             return cli_requests.run(load(), args.format, args.pending, args.limit)
         if args.command == "policy":

@@ -27,6 +27,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from schoolgate.agent.activity.alerts import AlertSettings
+from schoolgate.agent.activity.settings import ActivitySettings
+from schoolgate.agent.config_activity import (
+    ActivitySection,
+    AlertsSection,
+    MetricsSection,
+    activity_settings,
+    alert_settings,
+    metrics_listen,
+)
 from schoolgate.agent.config_lines import key_line, key_path
 from schoolgate.agent.dns.upstream import UpstreamSpec, parse_upstream
 from schoolgate.agent.filter import catalogue
@@ -246,6 +256,9 @@ class _RawConfig(_Section):
     lists: list[ListSection] = msgspec.field(default_factory=list)
     sources: SourcesSection = msgspec.field(default_factory=SourcesSection)
     updates: UpdatesSection = msgspec.field(default_factory=UpdatesSection)
+    activity: ActivitySection = msgspec.field(default_factory=ActivitySection)
+    alerts: AlertsSection = msgspec.field(default_factory=AlertsSection)
+    metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
 
 
 @dataclass(frozen=True)
@@ -350,6 +363,9 @@ class AgentConfig:
     remote_lists: tuple[RemoteListConfig, ...]
     updates: UpdateSettings
     blockpage: BlockPageConfig = field(default_factory=BlockPageConfig)
+    activity: ActivitySettings = field(default_factory=ActivitySettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    metrics_listen: tuple[str, int] | None = None  # None: no metrics endpoint
     config_file: Path | None = None  # None: the bundled default, or text parsed directly
 
     @property
@@ -623,6 +639,17 @@ def _check(c: _RawConfig, file: str, base: Path) -> AgentConfig:
     lists = bundled_files + lists
     remote += catalogue_remote
     updates = _updates(fail, c.updates)
+    metrics = metrics_listen(fail, c.metrics, parse_address)
+    if (
+        metrics is not None
+        and metrics[1]
+        and (metrics in listen or (blockpage.enabled and metrics in blockpage.listen))
+    ):
+        raise fail(
+            "metrics.listen",
+            c.metrics.listen,
+            "the DNS service or the block page listens there: the metrics need another port",
+        )
 
     return AgentConfig(
         source=file,
@@ -647,6 +674,9 @@ def _check(c: _RawConfig, file: str, base: Path) -> AgentConfig:
         remote_lists=tuple(remote),
         updates=updates,
         blockpage=blockpage,
+        activity=activity_settings(fail, c.activity),
+        alerts=alert_settings(fail, c.alerts),
+        metrics_listen=metrics,
     )
 
 
@@ -1090,6 +1120,8 @@ def _resolve(base: Path, value: str) -> Path:
 
 def parse_address(text: str) -> tuple[str, int]:
     """'127.0.0.1:5353' or '[::1]:5353' -> (host, port). Raises ValueError."""
+    if text.startswith("[") and text.endswith("]"):
+        raise ValueError("no port: expected [ADDRESS]:PORT, e.g. [::1]:53")
     host, sep, port_text = text.rpartition(":")
     if not sep or not host:
         raise ValueError("expected ADDRESS:PORT, e.g. 127.0.0.1:53 or [::1]:53")

@@ -14,6 +14,10 @@
   (``schoolgate-agent lists update`` or ``lists compile``) and serve it.
 * ``config-watch``: every two seconds, a stat of the configuration file and the list files it
   names; a change that has settled reloads, as SIGHUP does.
+* ``activity-retention``: every hour (the first a minute after start), delete activity events
+  older than ``activity.retention_days``, a slice at a time, in a thread.
+* ``activity-counts``: every minute, count the stored events and find the oldest (in a
+  thread), for the metrics.
 
 Jobs only ever start work in the list worker process or read a few bytes of metadata: nothing
 here blocks the DNS event loop.
@@ -44,6 +48,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FIRST_RUN_DELAY: Final = 5.0  # seconds after start: let the listeners settle first
+RETENTION_INTERVAL: Final = 3_600.0
+RETENTION_FIRST: Final = 60.0
+COUNTS_INTERVAL: Final = 60.0
 WATCH_INTERVAL: Final = 5.0
 CONFIG_WATCH_INTERVAL: Final = 2.0
 POLICY_TICK: Final = 1.0  # a schedule boundary or a new exception takes effect within a second
@@ -83,6 +90,22 @@ class Jobs:
             self.agent.reload_if_changed,
             IntervalTrigger(seconds=CONFIG_WATCH_INTERVAL, timezone=UTC),
             id="config-watch",
+            coalesce=True,
+            max_instances=1,
+        )
+        activity = self.agent.activity
+        self.scheduler.add_job(
+            activity.prune,
+            IntervalTrigger(seconds=RETENTION_INTERVAL, timezone=UTC),
+            id="activity-retention",
+            next_run_time=datetime.now(UTC) + timedelta(seconds=RETENTION_FIRST),
+            coalesce=True,
+            max_instances=1,
+        )
+        self.scheduler.add_job(
+            activity.refresh_counts,
+            IntervalTrigger(seconds=COUNTS_INTERVAL, timezone=UTC),
+            id="activity-counts",
             coalesce=True,
             max_instances=1,
         )

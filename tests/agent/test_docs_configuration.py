@@ -32,6 +32,7 @@ from schoolgate.agent.config import (
     UpstreamSection,
     parse,
 )
+from schoolgate.agent.config_activity import ActivitySection, AlertsSection, MetricsSection
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -52,6 +53,9 @@ SECTIONS: dict[str, type[msgspec.Struct]] = {
     "[[lists]]": ListSection,
     "[sources]": SourcesSection,
     "[updates]": UpdatesSection,
+    "[activity]": ActivitySection,
+    "[alerts]": AlertsSection,
+    "[metrics]": MetricsSection,
 }
 
 # What the doc's "Type" column says for each Python type of a key.

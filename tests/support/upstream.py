@@ -145,11 +145,21 @@ class FakeUpstream:
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        self._udp, _ = await loop.create_datagram_endpoint(
-            lambda: _Udp(self), local_addr=(self.host, self.port), family=family
-        )
-        self.port = self._udp.get_extra_info("sockname")[1]
-        self._tcp = await asyncio.start_server(self._serve_tcp, self.host, self.port)
+        wanted = self.port
+        # Port 0: UDP takes a free number, and TCP then needs the same one, which a client
+        # connection elsewhere in the suite may be using as its own port: try another.
+        for attempt in range(1 if wanted else 20):
+            self._udp, _ = await loop.create_datagram_endpoint(
+                lambda: _Udp(self), local_addr=(self.host, wanted), family=family
+            )
+            self.port = self._udp.get_extra_info("sockname")[1]
+            try:
+                self._tcp = await asyncio.start_server(self._serve_tcp, self.host, self.port)
+                break
+            except OSError:
+                self._udp.close()
+                if wanted or attempt == 19:
+                    raise
         if self.tls is not None:
             self._tls_server = await asyncio.start_server(
                 self._serve_tcp, self.host, 0, ssl=self.tls

@@ -88,13 +88,14 @@ class EventFilter:
     """What ``search`` keeps: every condition given must hold."""
 
     kinds: tuple[EventKind, ...] = ()
-    client: str = ""  # an IP address, a MAC address or a device name
+    clients: tuple[str, ...] = ()  # any of these IP addresses, MAC addresses or device names
     group: str = ""
     name: str = ""  # this name and every name below it
     category: str = ""
     action: str = ""
     since: float | None = None  # seconds since the epoch, inclusive
     until: float | None = None  # exclusive
+    after_seq: int | None = None  # only events written after this one (paging oldest first)
 
 
 def reversed_name(name: str) -> str:
@@ -136,6 +137,12 @@ class ActivityStore:
         with self._file.connection() as conn:
             return int(conn.execute(select(func.count()).select_from(_events)).scalar_one())
 
+    def oldest(self) -> float | None:
+        """The time of the oldest event, None when there is none (read from the time index)."""
+        with self._file.connection() as conn:
+            found = conn.execute(select(func.min(_events.c.time))).scalar_one()
+        return None if found is None else float(found)
+
     def prune(self, before: float) -> int:
         """Delete events older than ``before`` (seconds since the epoch); how many went."""
         t = _events
@@ -157,9 +164,11 @@ def _conditions(where: EventFilter) -> list[ColumnElement[bool]]:
     found: list[ColumnElement[bool]] = []
     if where.kinds:
         found.append(t.c.kind.in_([k.value for k in where.kinds]))
-    if where.client:
-        client = where.client.strip().lower()
-        found.append(or_(t.c.client_ip == client, t.c.mac == client, t.c.hostname == client))
+    if where.clients:
+        clients = [c.strip().lower() for c in where.clients]
+        found.append(
+            or_(t.c.client_ip.in_(clients), t.c.mac.in_(clients), t.c.hostname.in_(clients))
+        )
     if where.group:
         found.append(t.c.grp == where.group)
     if where.name:
@@ -174,6 +183,8 @@ def _conditions(where: EventFilter) -> list[ColumnElement[bool]]:
         found.append(t.c.time >= where.since)
     if where.until is not None:
         found.append(t.c.time < where.until)
+    if where.after_seq is not None:
+        found.append(t.c.seq > where.after_seq)
     return found
 
 

@@ -1,7 +1,7 @@
 """The writer: drains the buffer into the activity store, in batches, off the event loop.
 
-It wakes every ``interval`` seconds, when a full batch is waiting, or at once for an alert, and
-writes what it takes in a worker thread (SQLite does its work outside the interpreter lock, so
+It wakes every ``interval`` seconds, or at once for an alert, and writes what it takes, a batch
+per transaction, in a worker thread (SQLite does its work outside the interpreter lock, so
 the DNS service keeps its core). Turning what the query path recorded into events happens in
 that thread too, so the query path only ever appends a few references.
 

@@ -33,15 +33,19 @@ _MEMO_LIMIT: Final = 10_000
 
 
 class Diverted:
-    """A client waiting for the answer to another question (the target's) to build its own."""
+    """A client waiting for the answer to another question (the target's) to build its own,
+    with the decision that sent it there (for the activity log)."""
 
-    __slots__ = ("client", "data", "query", "target")
+    __slots__ = ("client", "data", "decision", "query", "target")
 
-    def __init__(self, data: bytes, query: Query, client: object, target: bytes) -> None:
+    def __init__(
+        self, data: bytes, query: Query, client: object, target: bytes, decision: object
+    ) -> None:
         self.data = data
         self.query = query
         self.client = client
         self.target = target
+        self.decision = decision
 
 
 class Rewriter:

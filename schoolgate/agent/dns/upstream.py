@@ -34,6 +34,7 @@ from schoolgate.agent.dns.wire import (
     same_question,
     scan_response,
 )
+from schoolgate.agent.stats import Histogram
 
 _DEFAULT_PORTS: Final = {"udp": 53, "tcp": 53, "tls": 853}
 # Answers from an upstream that mean "ask another one".
@@ -98,9 +99,19 @@ def parse_upstream(url: str) -> UpstreamSpec:
 
 
 class Health:
-    """What we know of an upstream's recent behaviour."""
+    """What we know of an upstream's recent behaviour, and its counters for the metrics. The
+    agent keeps one per upstream across reloads, so neither the counters nor a back-off start
+    again when the configuration is read again."""
 
-    __slots__ = ("consecutive_failures", "down_until", "failures", "mismatched", "queries", "srtt")
+    __slots__ = (
+        "consecutive_failures",
+        "down_until",
+        "failures",
+        "latency",
+        "mismatched",
+        "queries",
+        "srtt",
+    )
 
     def __init__(self) -> None:
         self.queries = 0
@@ -109,6 +120,7 @@ class Health:
         self.down_until = 0.0
         self.srtt = 0.0
         self.mismatched = 0
+        self.latency = Histogram()
 
     def ok(self, rtt: float) -> bool:
         """Record an answer; True when this ends a run of failures that marked it down."""
@@ -116,6 +128,7 @@ class Health:
         self.consecutive_failures = 0
         self.down_until = 0.0
         self.srtt = rtt if not self.srtt else self.srtt * 0.8 + rtt * 0.2
+        self.latency.observe(rtt)
         return recovered
 
     def failed(self, now: float) -> float:
@@ -499,11 +512,15 @@ class Upstream:
     """One configured upstream: its transports and its health."""
 
     def __init__(
-        self, spec: UpstreamSpec, timeout: float, tls_context: ssl.SSLContext | None = None
+        self,
+        spec: UpstreamSpec,
+        timeout: float,
+        tls_context: ssl.SSLContext | None = None,
+        health: Health | None = None,
     ) -> None:
         self.spec = spec
         self.timeout = timeout
-        self.health = Health()
+        self.health = health if health is not None else Health()
         tls = None
         if spec.scheme == "tls":
             tls = tls_context or ssl.create_default_context()

@@ -42,6 +42,32 @@ TYPE_HTTPS: Final = 65
 TYPE_ANY: Final = 255
 CLASS_IN: Final = 1
 
+# The record types the metrics name one by one, so the label set stays bounded whatever clients
+# send; any other type counts as "other". A query carries its type's place in this tuple, found
+# once when the datagram is first decoded.
+METRIC_TYPES: Final = (
+    "A",
+    "AAAA",
+    "HTTPS",
+    "SVCB",
+    "CNAME",
+    "MX",
+    "TXT",
+    "PTR",
+    "SRV",
+    "NS",
+    "SOA",
+    "CAA",
+    "DS",
+    "DNSKEY",
+    "NAPTR",
+    "ANY",
+    "other",
+)
+_METRIC_TYPE_CODES: Final = (1, 28, 65, 64, 5, 15, 16, 12, 33, 2, 6, 257, 43, 48, 35, 255)
+_METRIC_TYPE_INDEX: Final = {code: i for i, code in enumerate(_METRIC_TYPE_CODES)}
+OTHER_TYPE_INDEX: Final = len(METRIC_TYPES) - 1
+
 # The key carries the query bits that change what an upstream returns, so answers for different
 # bits never mix: the DO bit (DNSSEC records), CD (unvalidated data) and RD.
 KEY_DO: Final = 0x01
@@ -84,7 +110,7 @@ class Query:
     else is derived when asked for, because a cache hit needs none of it.
     """
 
-    __slots__ = ("do", "flags", "key", "qend", "question", "udp_size")
+    __slots__ = ("do", "flags", "key", "qend", "question", "type_index", "udp_size")
 
     key: bytes
     question: bytes
@@ -92,6 +118,7 @@ class Query:
     qend: int
     udp_size: int
     do: bool
+    type_index: int  # the place of the type in METRIC_TYPES
 
     @property
     def edns(self) -> bool:
@@ -187,6 +214,7 @@ def parse_query(data: bytes) -> Query:
     q.question = data[12:qend]
     q.flags = (flags_hi << 8) | data[3]
     q.qend = qend
+    q.type_index = _METRIC_TYPE_INDEX.get((data[qend - 4] << 8) | data[qend - 3], OTHER_TYPE_INDEX)
     key_flags = 0
     if flags_hi & 0x01:
         key_flags = KEY_RD

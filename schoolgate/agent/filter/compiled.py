@@ -161,6 +161,7 @@ class CompiledLists:
             masks.append(mask)
         self._set_masks = tuple(masks)
         self.build_id: str = meta["build_id"]
+        self.built_at = float(meta.get("built_at", 0.0))  # seconds since the epoch
         fewest, most = meta["labels"]
         self._fewest_labels: int = int(fewest)
         self._most_labels: int = int(most)
@@ -208,6 +209,14 @@ class CompiledLists:
 
     def category_names(self, mask: int) -> list[str]:
         return [c for i, c in enumerate(self.categories) if mask >> i & 1]
+
+    def category_entries(self) -> dict[str, int]:
+        """Entries per category, summed over the lists of the build (a name two lists share
+        counts twice)."""
+        found = dict.fromkeys(self.categories, 0)
+        for source in self.sources:
+            found[source.category] = found.get(source.category, 0) + source.entries
+        return found
 
     @property
     def file_size(self) -> int:

@@ -15,6 +15,7 @@ from typing import Final
 from schoolgate.agent.policy.decision import Action, Decision
 from schoolgate.agent.policy.groups import GroupMatcher
 from schoolgate.agent.policy.identity import Device
+from schoolgate.agent.stats import GroupTally
 
 _MEMO_LIMIT: Final = 65_536
 
@@ -24,15 +25,18 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 class Group:
     """A group of clients sharing one policy; it owns the memo of its decisions."""
 
-    __slots__ = ("actions", "memo", "name", "name_memo", "overrides", "rewrites")
+    __slots__ = ("actions", "memo", "name", "name_memo", "overrides", "rewrites", "tally")
 
     def __init__(
         self,
         name: str,
         actions: Mapping[str, Action] | None = None,
         rewrites: Mapping[bytes, Decision] | None = None,
+        tally: GroupTally | None = None,
     ) -> None:
         self.name = name
+        # The group's query counters, kept by the agent across reloads (the metrics).
+        self.tally = tally if tally is not None else GroupTally()
         # SafeSearch: exact names answered with a CNAME to an engine's safe-mode host.
         self.rewrites: Mapping[bytes, Decision] = rewrites or {}
         # The action for each category; a category missing here is blocked.

@@ -34,28 +34,21 @@ _Match = tuple[Action, str, int, tuple[str, ...]]
 
 
 class _Rules:
-    """One group's actions turned into masks over the build's category bits."""
+    """One group's actions, and the build's category bits an allow entry cannot override."""
 
-    __slots__ = ("acting_mask", "actions", "alert_mask", "block_mask", "locked_mask")
+    __slots__ = ("actions", "alert_mask", "locked_mask")
 
     def __init__(
         self, lists: CompiledLists, actions: Mapping[str, Action], locked: frozenset[str]
     ) -> None:
         self.actions = actions
-        self.block_mask = 0
         self.alert_mask = 0
         self.locked_mask = 0
         for bit, category in enumerate(lists.categories):
             if category in locked:
                 self.locked_mask |= 1 << bit
-            # A category the build has but the policy does not know is blocked: lists are only
-            # ever added to be acted on, and failing open would be the wrong way to fail.
-            action = actions.get(category, Action.BLOCK)
-            if action.blocks:
-                self.block_mask |= 1 << bit
-            if action.alerts:
+            if actions.get(category, Action.BLOCK).alerts:
                 self.alert_mask |= 1 << bit
-        self.acting_mask = self.block_mask | self.alert_mask
 
 
 class Decider:
@@ -128,8 +121,10 @@ class Decider:
                 if self.lists.lookup(qname, labels) & (rules.locked_mask | rules.alert_mask):
                     return self._explain(group, qname, labels)  # locked, or an alert to keep
                 return override
-        if not rules.acting_mask or not self.lists.lookup(qname, labels) & rules.acting_mask:
+        if not self.lists.lookup(qname, labels):
             return ALLOWED
+        # A name in categories the group allows is explained too (once: decisions are
+        # memoized), so that the activity log and the metrics know its category.
         return self._explain(group, qname, labels)
 
     @staticmethod
@@ -159,6 +154,7 @@ class Decider:
             entry=decision.entry,
             lists=decision.lists,
             rewrite=rewrite.rewrite,
+            categories=decision.categories,
         )
 
     def explain(self, group: Group, qname: bytes, labels: list[int]) -> Decision:
@@ -178,6 +174,8 @@ class Decider:
         for offset, sources in self.lists.matches(qname, labels):
             for category in dict.fromkeys(s.category for s in sources):
                 names = tuple(s.name for s in sources if s.category == category)
+                # A category the build has but the policy does not know is blocked: lists are
+                # only ever added to be acted on, and failing open would be the wrong way to fail.
                 found.append((actions.get(category, Action.BLOCK), category, offset, names))
         override = self._override(group, qname, labels) if group.overrides else None
         if override is not None and not any(m[1] in self._locked for m in found):
@@ -194,6 +192,7 @@ class Decider:
             category=category,
             entry=wire_to_text(qname[offset:]).rstrip("."),
             lists=names,
+            categories=tuple(dict.fromkeys(m[1] for m in sorted(found, key=self._severity))),
         )
 
     def _overridden(self, override: Decision, found: list[_Match]) -> Decision:
@@ -210,6 +209,7 @@ class Decider:
             category=category,
             entry=override.entry,
             lists=names,
+            categories=tuple(dict.fromkeys(m[1] for m in sorted(alerting, key=self._severity))),
         )
 
     def _severity(self, item: _Match) -> tuple[int, int, int]:

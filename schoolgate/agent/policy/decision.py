@@ -31,22 +31,24 @@ class Action(StrEnum):
 class Decision:
     """A decision with its reasons: the category, the list entry that matched and its lists.
 
+    ``categories`` is every category the name is listed in, the deciding one first.
     ``rewrite`` is the wire name of a safe-mode host the answer must lead to (SafeSearch), for a
-    name that is let through. ``diverted`` is true when the answer is not the upstream's own
-    (blocked or rewritten): the query path tests that one flag and nothing else in the common
-    case.
+    name that is let through. ``special`` is true when the query needs more than the plain
+    path: it is blocked, rewritten or raises an alert. The query path tests that one flag and
+    nothing else in the common case.
     """
 
     __slots__ = (
         "action",
         "alert",
         "blocked",
+        "categories",
         "category",
-        "diverted",
         "entry",
         "lists",
         "rewrite",
         "rule",
+        "special",
     )
 
     def __init__(
@@ -57,16 +59,20 @@ class Decision:
         entry: str | None = None,
         lists: tuple[str, ...] = (),
         rewrite: bytes | None = None,
+        categories: tuple[str, ...] = (),
     ) -> None:
         self.action = action
         self.blocked = action.blocks
         self.alert = action.alerts
         self.rule = rule
         self.category = category
+        if category is not None and category not in categories:
+            categories = (category, *categories)
+        self.categories = categories
         self.entry = entry
         self.lists = lists
         self.rewrite = None if self.blocked else rewrite
-        self.diverted = self.blocked or self.rewrite is not None
+        self.special = self.blocked or self.alert or self.rewrite is not None
 
     def explain(self) -> str:
         if self.action is Action.ALLOW and self.category is None:

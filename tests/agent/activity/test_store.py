@@ -84,9 +84,9 @@ def test_each_filter(store: ActivityStore) -> None:
             Event(kind=EventKind.DEVICE, time=T0 + 180, mac="aa:bb:cc:00:00:99"),
         ]
     )
-    assert names(store, client="10.20.9.1") == ["b.example"]
-    assert names(store, client="AA:BB:CC:00:02:07") == ["a.example", "c.example"]
-    assert names(store, client="ks2-lab-7") == ["a.example", "c.example"]
+    assert names(store, clients=("10.20.9.1",)) == ["b.example"]
+    assert names(store, clients=("AA:BB:CC:00:02:07",)) == ["a.example", "c.example"]
+    assert names(store, clients=("ks2-lab-7", "nobody")) == ["a.example", "c.example"]
     assert names(store, group="staff") == ["b.example"]
     assert names(store, category="games") == ["a.example"]  # not games_x: whole ids only
     assert names(store, category="social") == ["a.example"]

@@ -69,9 +69,14 @@ async def test_batches_are_written_and_alerts_do_not_wait(tmp_path: Path) -> Non
         buffer.append_urgent(("alert", "harm.example"))  # wakes the writer at once
         await eventually(lambda: writer.written == 2)
         assert stored(store) == ["harm.example", "first.example"]
-        for i in range(50):  # a full batch wakes it too
+        for i in range(120):  # ordinary events wait for the interval (an hour here) ...
             buffer.append(("dns", f"q{i}.example"))
-        await eventually(lambda: writer.written == 52)
+        await asyncio.sleep(0.2)
+        assert writer.written == 2
+        buffer.append_urgent(("alert", "harm2.example"))  # ... or the next alert
+        await eventually(lambda: writer.written == 123)  # more than a batch: in several
+        assert stored(store)[2:4] == ["harm2.example", "q0.example"]
+        assert stored(store)[-1] == "q119.example"
     finally:
         await writer.stop()
         store.close()

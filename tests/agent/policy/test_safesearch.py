@@ -29,7 +29,7 @@ def test_the_bundled_table_has_defaults_for_every_age_tier() -> None:
 def test_rewrites_lead_each_name_to_its_engines_host() -> None:
     found = bundled_table().rewrites(["bing"], YouTubeMode.MODERATE)
     bing = found[text_to_wire("www.bing.com")]
-    assert bing.rewrite == text_to_wire("strict.bing.com") and bing.diverted
+    assert bing.rewrite == text_to_wire("strict.bing.com") and bing.special
     assert not bing.blocked and bing.action is Action.ALLOW
     youtube = found[text_to_wire("m.youtube.com")]
     assert youtube.rewrite == text_to_wire("restrictmoderate.youtube.com")

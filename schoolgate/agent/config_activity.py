@@ -1,0 +1,96 @@
+"""The configuration of what the agent records and reports: ``[activity]``, ``[alerts]`` and
+``[metrics]``. Read as part of the one configuration file (``config.py``), checked here."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Final, Literal
+
+import msgspec
+
+from schoolgate.agent.activity.alerts import AlertSettings
+from schoolgate.agent.activity.settings import ActivitySettings, QueryLogging
+
+Fail = Callable[[str, Any, str], Exception]
+
+MAX_RETENTION_DAYS: Final = 3_650
+MIN_BUFFER_EVENTS: Final = 1_000
+MAX_BUFFER_EVENTS: Final = 10_000_000
+
+
+class ActivitySection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    queries: Literal["all", "blocked", "none"] = "all"
+    retention_days: int = 30
+    pseudonymise: bool = False
+    buffer_events: int = 100_000
+    write_interval: float = 1.0
+
+
+class AlertsSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    repeated_blocks: int = 20
+    repeated_minutes: float = 5.0
+    quiet_minutes: float = 10.0
+
+
+class MetricsSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    listen: str = ""
+
+
+def activity_settings(fail: Fail, section: ActivitySection) -> ActivitySettings:
+    if not 1 <= section.retention_days <= MAX_RETENTION_DAYS:
+        raise fail(
+            "activity.retention_days",
+            section.retention_days,
+            f"between 1 and {MAX_RETENTION_DAYS} days",
+        )
+    if not MIN_BUFFER_EVENTS <= section.buffer_events <= MAX_BUFFER_EVENTS:
+        raise fail(
+            "activity.buffer_events",
+            section.buffer_events,
+            f"between {MIN_BUFFER_EVENTS:,} and {MAX_BUFFER_EVENTS:,} events",
+        )
+    if not 0.05 <= section.write_interval <= 60:
+        raise fail("activity.write_interval", section.write_interval, "between 0.05 and 60 s")
+    return ActivitySettings(
+        queries=QueryLogging(section.queries),
+        retention_days=section.retention_days,
+        pseudonymise=section.pseudonymise,
+        buffer_events=section.buffer_events,
+        write_interval=section.write_interval,
+    )
+
+
+def alert_settings(fail: Fail, section: AlertsSection) -> AlertSettings:
+    if not 0 <= section.repeated_blocks <= 10_000:
+        raise fail(
+            "alerts.repeated_blocks",
+            section.repeated_blocks,
+            "between 0 (no repeated-attempts alerts) and 10000",
+        )
+    for key in ("repeated_minutes", "quiet_minutes"):
+        value = getattr(section, key)
+        if not 0 <= value <= 1_440 or math.isnan(value):
+            raise fail(f"alerts.{key}", value, "between 0 and 1440 minutes")
+    if section.repeated_blocks and not section.repeated_minutes > 0:
+        raise fail(
+            "alerts.repeated_minutes",
+            section.repeated_minutes,
+            "must be more than 0 while alerts.repeated_blocks is set",
+        )
+    return AlertSettings(
+        repeated_blocks=section.repeated_blocks,
+        repeated_minutes=section.repeated_minutes,
+        quiet_minutes=section.quiet_minutes,
+    )
+
+
+def metrics_listen(
+    fail: Fail, section: MetricsSection, parse_address: Callable[[str], tuple[str, int]]
+) -> tuple[str, int] | None:
+    if not section.listen:
+        return None
+    try:
+        return parse_address(section.listen)
+    except ValueError as exc:
+        raise fail("metrics.listen", section.listen, str(exc)) from None
