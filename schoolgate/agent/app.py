@@ -276,7 +276,7 @@ def build_pipeline(
     parsed: dict[bytes, Query] = {}
 
     def answered(
-        received: float,
+        started: float,
         client: Client,
         query: Query,
         decision: Decision,
@@ -286,10 +286,11 @@ def build_pipeline(
     ) -> None:
         """Count and record a query answered with ``answer`` (the whole message)."""
         client.group.tally.queries[outcome * N_TYPES + query.type_index] += 1
-        seconds = wall_clock() - received
+        seconds = monotonic() - started
         latency_counts[bisect_left(latency_bounds, seconds)] += 1
         latency.sum += seconds
         if len(pending) < capacity:
+            received = wall_clock() - seconds
             pending_append(
                 (received, client, query, decision, outcome, answer[3] & 15, seconds, cache_hit)
             )
@@ -303,7 +304,7 @@ def build_pipeline(
         return answer
 
     def blocked(
-        received: float,
+        started: float,
         data: bytes,
         query: Query,
         client: Client,
@@ -311,16 +312,16 @@ def build_pipeline(
         reply: Reply,
         cache_hit: bool,
     ) -> bytes:
-        """The blocked answer, counted by category, and the alert of repeated attempts."""
-        counters.blocked += 1
+        """The blocked answer, counted by category, and the alert of repeated attempts. (The
+        caller counts it in ``counters``: a CNAME block is already a cache hit or a forward.)"""
         by_category = client.group.tally.blocked
         category = decision.category or NO_CATEGORY
         by_category[category] = by_category.get(category, 0) + 1
-        alert = alerts.blocked(received, client, query, decision)
+        alert = alerts.blocked(wall_clock(), client, query, decision)
         if alert is not None:
             urgent(alert)
         answer = fit(query, block(data, query, decision), reply)
-        answered(received, client, query, decision, Outcome.BLOCKED, answer, cache_hit)
+        answered(started, client, query, decision, Outcome.BLOCKED, answer, cache_hit)
         return answer
 
     def from_entry(
@@ -332,7 +333,7 @@ def build_pipeline(
         now: int,
         stale: bool,
         reply: Reply,
-        received: float,
+        started: float,
         outcome: Outcome,
     ) -> bytes:
         if entry.cnames and cname_inspection:
@@ -340,11 +341,11 @@ def build_pipeline(
             if target_decision is not None:
                 counters.cname_blocked += 1
                 if target_decision.alert:
-                    alert = alerts.category(received, client, query, target_decision)
+                    alert = alerts.category(wall_clock(), client, query, target_decision)
                     if alert is not None:
                         urgent(alert)
                 return blocked(
-                    received,
+                    started,
                     data,
                     query,
                     client,
@@ -365,7 +366,7 @@ def build_pipeline(
             # of its own is memoized on it: one whose CNAME targets another group might block
             # must be checked for each client. It must also fit any transport.
             entry.answers[query] = answer[2:]
-        answered(received, client, query, decision, outcome, fitted, outcome is Outcome.CACHED)
+        answered(started, client, query, decision, outcome, fitted, outcome is Outcome.CACHED)
         return fitted
 
     def deliver(
@@ -374,7 +375,7 @@ def build_pipeline(
         waiting: tuple[Client, Decision] | Diverted,
         reply: Reply,
         addr: Address,
-        received: float,
+        started: float,
         entry: CacheEntry | None,
         stale: bool,
     ) -> None:
@@ -389,11 +390,11 @@ def build_pipeline(
             )
             reply.send(answer, addr)
             answered(
-                received,
+                started,
                 waiting.client,  # type: ignore[arg-type]
                 waiting.query,
                 waiting.decision,  # type: ignore[arg-type]
-                Outcome.REWRITTEN,
+                Outcome.REWRITTEN if entry is not None else Outcome.SERVFAIL,
                 answer,
                 False,
             )
@@ -401,7 +402,7 @@ def build_pipeline(
         client, decision = waiting
         if entry is None:
             answer = header_response(data, query, SERVFAIL)
-            answered(received, client, query, decision, Outcome.SERVFAIL, answer, False)
+            answered(started, client, query, decision, Outcome.SERVFAIL, answer, False)
         else:
             outcome = Outcome.STALE if stale else Outcome.UPSTREAM
             answer = from_entry(
@@ -413,13 +414,13 @@ def build_pipeline(
                 int(monotonic()),
                 stale,
                 reply,
-                received,
+                started,
                 outcome,
             )
         reply.send(answer, addr)
 
     def divert(
-        received: float,
+        started: float,
         data: bytes,
         query: Query,
         client: Client,
@@ -429,7 +430,8 @@ def build_pipeline(
     ) -> bytes | None:
         """A blocked name's answer, or a rewritten one's (SafeSearch) from the cache or later."""
         if decision.blocked:
-            return blocked(received, data, query, client, decision, reply, False)
+            counters.blocked += 1
+            return blocked(started, data, query, client, decision, reply, False)
         counters.rewritten += 1
         target = decision.rewrite
         assert target is not None
@@ -441,10 +443,10 @@ def build_pipeline(
             if entry.second != now:
                 cache_touch(target_q.key, entry, now)
             answer = fit(query, rewritten_answer(data, query, target, entry, now, False), reply)
-            answered(received, client, query, decision, Outcome.REWRITTEN, answer, True)
+            answered(started, client, query, decision, Outcome.REWRITTEN, answer, True)
             return answer
         waiting = Diverted(data, query, client, target, decision)
-        forward(target_data, target_q, waiting, reply, addr, received)
+        forward(target_data, target_q, waiting, reply, addr, started)
         return None
 
     forwarder = Forwarder(
@@ -457,7 +459,9 @@ def build_pipeline(
     forward = forwarder.forward
 
     def handle(data: bytes, addr: Address, reply: Reply) -> bytes | None:
-        received = wall_clock()
+        # Durations on the monotonic clock: a box without a real-time clock has its wall clock
+        # stepped after boot, which must not show as hours of latency (or negative).
+        started = monotonic()
         try:
             tail = data[2:]
             query = parsed.get(tail)
@@ -491,13 +495,13 @@ def build_pipeline(
         if decision.special:
             if decision.alert:
                 # Raised before the answer, and written ahead of every ordinary event.
-                alert = alerts.category(received, client, query, decision)
+                alert = alerts.category(wall_clock(), client, query, decision)
                 if alert is not None:
                     urgent(alert)
             if decision.blocked or decision.rewrite is not None:
-                return divert(received, data, query, client, decision, reply, addr)
+                return divert(started, data, query, client, decision, reply, addr)
         # 3. cache: AnswerCache.get inlined, as this is the hottest path there is.
-        now = int(monotonic())
+        now = int(started)
         entry = cache_lookup(key)
         if entry is not None and entry.expires > now:
             counters.cache_hits += 1
@@ -507,13 +511,14 @@ def build_pipeline(
             if answer is not None:
                 # ``answered`` inlined: this is most queries.
                 client.group.tally.queries[cached_slot + query.type_index] += 1
-                seconds = wall_clock() - received
+                seconds = monotonic() - started
                 if seconds <= first_bound:
                     latency_counts[0] += 1
                 else:
                     latency_counts[bisect_left(latency_bounds, seconds)] += 1
                 latency.sum += seconds
                 if len(pending) < capacity:
+                    received = wall_clock() - seconds
                     pending_append(
                         (received, client, query, decision, CACHED, answer[1] & 15, seconds, True)
                     )
@@ -521,10 +526,10 @@ def build_pipeline(
                     events.dropped += 1
                 return data[:2] + answer
             return from_entry(
-                data, query, client, decision, entry, now, False, reply, received, CACHED
+                data, query, client, decision, entry, now, False, reply, started, CACHED
             )
         # 4. upstream: answered later through ``deliver``.
-        forward(data, query, (client, decision), reply, addr, received)
+        forward(data, query, (client, decision), reply, addr, started)
         return None
 
     return Pipeline(handle, forwarder, decider, cache, clients)

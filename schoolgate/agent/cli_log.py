@@ -13,6 +13,7 @@ ISO 8601.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime as dt
 import ipaddress
@@ -29,10 +30,12 @@ from schoolgate.agent.activity.pseudonyms import PREFIX, PseudonymKeyError, Pseu
 from schoolgate.agent.activity.store import ActivityStore, ActivityStoreError, EventFilter
 from schoolgate.agent.config import AgentConfig
 from schoolgate.agent.policy.decision import Action
+from schoolgate.agent.policy.identity import normalize_mac
 
 EXIT_RUNTIME: Final = 1
 PAGE: Final = 5_000
 ACTIONS: Final = (*(a.value for a in Action), "rewrite")
+PSEUDONYM: Final = re.compile(re.escape(PREFIX) + "[0-9a-f]{16}")
 _SPAN: Final = re.compile(r"(\d+)\s*([smhdw])")
 _SPAN_SECONDS: Final = {"s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
 CSV_COLUMNS: Final = (
@@ -102,32 +105,39 @@ def moment(text: str, config: AgentConfig, now: float) -> float:
             local = dt.datetime.strptime(text, form)
         except ValueError:
             continue
-        zone = config.timezone or dt.datetime.now().astimezone().tzinfo
-        return local.replace(tzinfo=zone).timestamp()
+        if config.timezone is not None:
+            return local.replace(tzinfo=config.timezone).timestamp()
+        # The machine's zone, with the offset of that date (summer time or not), not today's.
+        return local.astimezone().timestamp()
     raise LogArgumentError(
         f"{text!r}: expected 'YYYY-MM-DD', 'YYYY-MM-DD HH:MM' or a span such as 2h, 30m, 7d"
     )
 
 
 def client_forms(clients: list[str], config: AgentConfig) -> tuple[str, ...]:
-    """What a device is stored as: its address in the form the agent writes it, its MAC or
-    name in lowercase, and, when the site pseudonymises, each one's pseudonym too."""
+    """What a device may be stored as: its address in the form the agent writes it, its MAC
+    as ``aa:bb:cc:dd:ee:ff``, its name in lowercase, and, whenever the site has a pseudonym key
+    (pseudonymised now or before), each one's pseudonym too."""
     forms: list[str] = []
     for given in clients:
         value = given.strip().lower()
-        try:
+        with contextlib.suppress(ValueError):
             value = ipaddress.ip_address(value).compressed
-        except ValueError:
-            pass
-        forms.append(value)
-    if config.activity.pseudonymise or any(c.startswith(PREFIX) for c in forms):
-        try:
-            key = load_key(config.state_dir, create=False)
-        except PseudonymKeyError as exc:
-            raise LogArgumentError(str(exc)) from None
-        if key is not None:
-            hide = Pseudonyms(key)
-            forms += [hide(f) for f in forms if not f.startswith(PREFIX)]
+        forms.append(normalize_mac(value) or value)
+    try:
+        key = load_key(config.state_dir, create=False)
+    except PseudonymKeyError as exc:
+        raise LogArgumentError(str(exc)) from None
+    if key is None:
+        if config.activity.pseudonymise:
+            print(
+                "note: activity.pseudonymise is on but no pseudonym key exists yet, so nothing"
+                " has been stored pseudonymised: searching as given",
+                file=sys.stderr,
+            )
+        return tuple(dict.fromkeys(forms))
+    hide = Pseudonyms(key)
+    forms += [hide(f) for f in forms if not PSEUDONYM.fullmatch(f)]
     return tuple(dict.fromkeys(forms))
 
 

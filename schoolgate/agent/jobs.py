@@ -16,8 +16,8 @@
   names; a change that has settled reloads, as SIGHUP does.
 * ``activity-retention``: every hour (the first a minute after start), delete activity events
   older than ``activity.retention_days``, a slice at a time, in a thread.
-* ``activity-counts``: every minute, count the stored events and find the oldest (in a
-  thread), for the metrics.
+* ``activity-counts``: every minute, find the oldest stored event (in a thread), for the
+  metrics; the number stored is counted after each prune and kept up to date between.
 
 Jobs only ever start work in the list worker process or read a few bytes of metadata: nothing
 here blocks the DNS event loop.

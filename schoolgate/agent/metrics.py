@@ -324,7 +324,9 @@ class MetricsServer:
     """The HTTP endpoint, in a thread of its own (prometheus_client's server)."""
 
     def __init__(self, agent: Agent, address: tuple[str, int]) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        # auto_describe would collect once at registration, on the event loop: the collector
+        # reads files and /proc, which belongs in the endpoint's thread.
+        self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(AgentCollector(agent))
         self.registry.register(ProcessCollector(registry=None))
         self.address = address

@@ -27,6 +27,7 @@ GROUPS = """
 name = "ks2"
 age_tier = "ks2"
 addresses = ["127.0.0.2"]
+deny = ["denied.example"]
 
 [[groups]]
 name = "guests"
@@ -84,21 +85,23 @@ def test_queries_blocks_cache_and_upstreams_are_counted(
     ask(agent, "www.example.org", "127.0.0.2", "HTTPS")
     ask(agent, "bad.example", "127.0.0.2")  # the test block list: adult
     ask(agent, "bad.example", "127.0.0.5", "TYPE65000")  # a guest, a type without a label
+    ask(agent, "www.denied.example", "127.0.0.2")  # the group's deny list: no category
     assert agent.agent is not None
-    wait_for(lambda: agent.agent is not None and agent.agent.activity.writer.written == 5)
+    wait_for(lambda: agent.agent is not None and agent.agent.activity.writer.written == 6)
     found = samples(scrape(agent))
 
     queries = "schoolgate_dns_queries_total"
     assert value(found, queries, group="ks2", qtype="A", outcome="upstream") == 1
     assert value(found, queries, group="ks2", qtype="A", outcome="cached") == 1
     assert value(found, queries, group="ks2", qtype="HTTPS", outcome="upstream") == 1
-    assert value(found, queries, group="ks2", qtype="A", outcome="blocked") == 1
+    assert value(found, queries, group="ks2", qtype="A", outcome="blocked") == 2
     assert value(found, queries, group="guests", qtype="other", outcome="blocked") == 1
     blocked = "schoolgate_dns_blocked_total"
     assert value(found, blocked, group="ks2", category="adult") == 1
     assert value(found, blocked, group="guests", category="adult") == 1
-    assert value(found, "schoolgate_dns_request_duration_seconds_count") == 5
-    assert value(found, "schoolgate_dns_request_duration_seconds_bucket", le="+Inf") == 5
+    assert value(found, blocked, group="ks2", category="deny-list") == 1
+    assert value(found, "schoolgate_dns_request_duration_seconds_count") == 6
+    assert value(found, "schoolgate_dns_request_duration_seconds_bucket", le="+Inf") == 6
     assert value(found, "schoolgate_cache_hits_total") == 1
     assert value(found, "schoolgate_cache_misses_total") == 2
     assert value(found, "schoolgate_cache_entries") == 2
@@ -109,7 +112,7 @@ def test_queries_blocks_cache_and_upstreams_are_counted(
     assert value(found, "schoolgate_upstream_request_duration_seconds_count", upstream=label) == 2
     assert value(found, "schoolgate_list_entries", category="adult") == 3
     assert value(found, "schoolgate_lists_built_timestamp_seconds") > 1.7e9
-    assert value(found, "schoolgate_events_written_total") == 5
+    assert value(found, "schoolgate_events_written_total") == 6
     assert value(found, "schoolgate_events_dropped_total") == 0
     assert value(found, "schoolgate_build_info", version=found_version(found), python=py()) == 1
     assert value(found, "process_resident_memory_bytes") > 0

@@ -9,6 +9,7 @@ ones) and, when the site asks for it, client identities replaced by pseudonyms.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Final
 
@@ -27,6 +28,7 @@ from schoolgate.agent.stats import Outcome
 QueryRecord = tuple[float, Client, Query, Decision, Outcome, int, float, bool]
 
 _NAMES_LIMIT: Final = 50_000
+YIELD_EVERY: Final = 200
 
 
 class EventMaker:
@@ -39,7 +41,12 @@ class EventMaker:
 
     def __call__(self, items: Sequence[object]) -> list[Event]:
         events: list[Event] = []
-        for item in items:
+        for i, item in enumerate(items):
+            if not i % YIELD_EVERY:
+                # This runs in the writer's thread but holds the interpreter lock: let the
+                # DNS service's thread have it now and then, or a batch would delay its
+                # answers by up to the interpreter's switch interval (5 ms).
+                time.sleep(0)
             if isinstance(item, Event):
                 events.append(self._hide(item) if self.pseudonyms is not None else item)
             else:

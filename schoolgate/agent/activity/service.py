@@ -55,6 +55,7 @@ class ActivityLog:
 
     async def start(self) -> None:
         await self._use_settings()
+        await self.refresh_counts(count=True)
         self.writer.start()
 
     async def reconfigure(
@@ -69,17 +70,22 @@ class ActivityLog:
         moved = state_dir != self.state_dir
         if settings == self.settings and not moved:
             return
-        self.settings = settings
         self.buffer.capacity = settings.buffer_events
-        self.writer.interval = settings.write_interval
-        self.maker.queries = settings.queries
+        # No batch is written while the way events are made changes: with pseudonyms turned
+        # on, not one event may reach the disk in clear meanwhile.
+        async with self.writer.lock:
+            self.settings = settings
+            self.writer.interval = settings.write_interval
+            self.maker.queries = settings.queries
+            if moved:
+                old = self.store
+                self.state_dir = state_dir
+                self.store = self.writer.store = ActivityStore(state_dir)
+                self.stored = self.oldest = None
+                await asyncio.to_thread(old.close)
+            await self._use_settings()
         if moved:
-            old = self.store
-            self.state_dir = state_dir
-            self.store = self.writer.store = ActivityStore(state_dir)
-            self.stored = self.oldest = None
-            await asyncio.to_thread(old.close)
-        await self._use_settings()
+            await self.refresh_counts(count=True)
 
     async def _use_settings(self) -> None:
         if not self.settings.pseudonymise:
@@ -94,7 +100,6 @@ class ActivityLog:
                 key = os.urandom(KEY_BYTES)
             assert key is not None
             self.maker.pseudonyms = Pseudonyms(key)
-        await self.refresh_counts()
 
     async def stop(self) -> None:
         """Write what is buffered (if the disk lets it) and close the store."""
@@ -119,22 +124,26 @@ class ActivityLog:
             log.info(
                 "deleted %d activity events older than %d days", gone, self.settings.retention_days
             )
-        await self.refresh_counts()
+        await self.refresh_counts(count=True)
         return gone
 
-    async def refresh_counts(self) -> None:
-        """Count the stored events and find the oldest (in a thread: it reads the file)."""
+    async def refresh_counts(self, count: bool = False) -> None:
+        """Find the oldest event (one read of the time index) and, with ``count``, count them
+        all, which reads the whole of an index: at start, after a reload and after pruning;
+        between counts, the events written are added up. In a thread: it reads the file."""
         written = self.writer.written
         try:
-            count, oldest = await asyncio.to_thread(self._count)
+            found, oldest = await asyncio.to_thread(self._count, count)
         except ActivityStoreError as exc:
             log.debug("cannot count activity events: %s", exc)
             return
-        self.stored, self.oldest = count, oldest
-        self._written_at_count = written
+        self.oldest = oldest
+        if found is not None:
+            self.stored = found
+            self._written_at_count = written
 
-    def _count(self) -> tuple[int, float | None]:
-        return self.store.count(), self.store.oldest()
+    def _count(self, count: bool) -> tuple[int | None, float | None]:
+        return (self.store.count() if count else None), self.store.oldest()
 
     @property
     def stored_now(self) -> int | None:

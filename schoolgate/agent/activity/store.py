@@ -14,6 +14,7 @@ every name below it through an index on the name written backwards (``com.exampl
 from __future__ import annotations
 
 import builtins
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,9 @@ from sqlalchemy import (
 
 from schoolgate.agent.activity.events import Event, EventKind, Severity, StoredEvent
 from schoolgate.agent.sqlite import SqliteError, SqliteFile
+
+# Rows made between two chances for another thread to take the interpreter lock.
+YIELD_EVERY: Final = 200
 
 # Deleting old events a slice at a time keeps each transaction short, so the writer never
 # waits long behind the retention job.
@@ -115,7 +119,11 @@ class ActivityStore:
         """Write ``events`` in one transaction; how many were written."""
         if not events:
             return 0
-        rows = [_row(e) for e in events]
+        rows = []
+        for i, e in enumerate(events):
+            if not i % YIELD_EVERY:
+                time.sleep(0)  # the DNS service's thread may want the interpreter lock
+            rows.append(_row(e))
         with self._file.connection() as conn:
             # The driver's executemany with plain tuples: the writer shares the interpreter
             # with the DNS service, and building SQLAlchemy parameters for every row cost

@@ -45,38 +45,54 @@ class ActivityWriter(Generic[Item]):
         self.interval = interval
         self.written = 0
         self.failed_batches = 0
+        # Held while a batch is taken and written, and by whoever changes how events are made
+        # (a reload turning pseudonyms on must not let one batch through in clear meanwhile).
+        self.lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        self._stopping = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="activity-writer")
 
     async def stop(self) -> None:
-        """Stop, after writing what is in the buffer (if the store lets it)."""
+        """Stop, after writing what is in the buffer (if the store lets it). A batch being
+        written is never abandoned halfway: the task is asked to end, not cancelled."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            self._stopping.set()
+            self.buffer.ready.set()
+            await task
         while len(self.buffer):
             if not await self.write_once():
                 break
 
+    @staticmethod
+    async def _wait(event: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout=seconds)
+
     async def _run(self) -> None:
         pause = RETRY_FIRST
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.buffer.ready.wait(), timeout=self.interval)
-            while len(self.buffer):
+        stopping = self._stopping
+        while not stopping.is_set():
+            # The interval, cut short by an alert (or by stop, which sets ``ready`` too).
+            await self._wait(self.buffer.ready, self.interval)
+            while len(self.buffer) and not stopping.is_set():
                 if await self.write_once():
                     pause = RETRY_FIRST
                     continue
-                await asyncio.sleep(pause)
+                # The disk refused: wait out the pause whatever arrives, unless told to stop.
+                await self._wait(stopping, pause)
                 pause = min(pause * 2, RETRY_MOST)
                 break
 
     async def write_once(self) -> bool:
         """Write one batch; False when the store refused it (the batch is back in the buffer)."""
+        async with self.lock:
+            return await self._write_batch()
+
+    async def _write_batch(self) -> bool:
         taken, _urgent = self.buffer.take(self.buffer.batch)
         if not taken:
             return True

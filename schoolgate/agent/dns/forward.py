@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 
 _GIVE_UP_LOG_INTERVAL = 10.0
 
-# The query, the client as the pipeline knows it, where to answer, and when it was received
-# (time.time(): the activity log's clock).
+# The query, the client as the pipeline knows it, where to answer, and when it was started
+# (time.monotonic(), for its latency).
 Waiter = tuple[bytes, Query, Any, Reply, Address, float]
 # Called for each waiter with the entry to answer from (None: SERVFAIL) and whether it is stale.
 Deliver = Callable[[bytes, Query, Any, Reply, Address, float, CacheEntry | None, bool], None]
@@ -80,18 +80,18 @@ class Forwarder:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def forward(
-        self, data: bytes, query: Query, client: Any, reply: Reply, addr: Address, received: float
+        self, data: bytes, query: Query, client: Any, reply: Reply, addr: Address, started: float
     ) -> None:
         pending = self._in_flight.get(query.key)
         if pending is not None:
             self._counters.coalesced += 1
-            pending.waiters.append((data, query, client, reply, addr, received))
+            pending.waiters.append((data, query, client, reply, addr, started))
             return
         self._counters.forwarded += 1
         now = time.monotonic()
         stale = self.cache.get_stale(query.key, int(now))
         pending = Pending(query, self.upstreams.order(now), stale)
-        pending.waiters.append((data, query, client, reply, addr, received))
+        pending.waiters.append((data, query, client, reply, addr, started))
         self._in_flight[query.key] = pending
         if stale is not None:
             asyncio.get_running_loop().call_later(self._stale_after, self._answer_stale, pending)
@@ -191,8 +191,8 @@ class Forwarder:
         elif entry is None:
             self._counters.servfail += len(waiters)
         deliver = self._deliver
-        for data, query, client, reply, addr, received in waiters:
-            deliver(data, query, client, reply, addr, received, entry, stale)
+        for data, query, client, reply, addr, started in waiters:
+            deliver(data, query, client, reply, addr, started, entry, stale)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

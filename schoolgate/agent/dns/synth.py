@@ -112,7 +112,7 @@ class BlockAnswers:
             )
         plain = record.pack()
         # dnslib packs the name as we gave it; the splice puts the client's own question back.
-        text = f"blocked by school policy: {decision.category or 'blocked'}"
+        text = f"blocked by school policy: {decision.category or _override(decision.rule)}"
         ede = ede_option(s.ede_code, text)
         return (
             plain,
@@ -123,6 +123,16 @@ class BlockAnswers:
 
     def clear(self) -> None:
         self._memo.clear()
+
+
+def _override(rule: str) -> str:
+    """What a block no category made is called in the answer: never an exception's reason,
+    which staff wrote for staff."""
+    if rule.startswith("deny list"):
+        return "deny list"
+    if rule.startswith("exception"):
+        return "exception"
+    return "blocked"
 
 
 def _soa_owner(qname: str, decision: Decision) -> str:

@@ -187,14 +187,11 @@ def group_overrides(
     for name in allow:
         found[text_to_wire(name)] = Decision(Action.ALLOW, "allow list", entry=name)
     for name in deny:
-        found[text_to_wire(name)] = Decision(
-            Action.BLOCK, "deny list", category="deny list", entry=name
-        )
+        found[text_to_wire(name)] = Decision(Action.BLOCK, "deny list", entry=name)
     mine = [e for e in exceptions if e.group == group]
     for e in sorted(mine, key=lambda e: e.created):
         until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(e.expires))
         rule = f"exception {e.id} until {until}" + (f": {e.reason}" if e.reason else "")
         action = Action.ALLOW if e.action == "allow" else Action.BLOCK
-        category = None if action is Action.ALLOW else "exception"
-        found[text_to_wire(e.name)] = Decision(action, rule, category=category, entry=e.name)
+        found[text_to_wire(e.name)] = Decision(action, rule, entry=e.name)
     return found

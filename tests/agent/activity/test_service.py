@@ -12,6 +12,7 @@ from schoolgate.agent.activity.alerts import AlertSettings
 from schoolgate.agent.activity.events import Event, EventKind
 from schoolgate.agent.activity.service import ActivityLog
 from schoolgate.agent.activity.settings import ActivitySettings, QueryLogging
+from schoolgate.agent.activity.store import EventFilter
 
 
 def event(name: str, when: float) -> Event:
@@ -70,5 +71,20 @@ async def test_pseudonyms_are_kept_even_when_the_key_cannot_be_made(
         assert "match no other run's" in caplog.text
         hide = log.maker.pseudonyms
         assert hide is not None and hide("10.0.0.7").startswith("p-")
+    finally:
+        await log.stop()
+
+
+@pytest.mark.asyncio
+async def test_turning_pseudonyms_on_covers_what_was_already_buffered(tmp_path: Path) -> None:
+    log = ActivityLog(ActivitySettings(write_interval=60), tmp_path)
+    await log.start()
+    try:
+        log.buffer.append(Event(kind=EventKind.DEVICE, time=time.time(), client_ip="10.0.0.7"))
+        on = ActivitySettings(pseudonymise=True, write_interval=60)
+        await log.reconfigure(on, tmp_path, AlertSettings(), None)
+        assert await log.writer.write_once()
+        (stored,) = log.store.search(EventFilter())
+        assert stored.event.client_ip.startswith("p-")  # written after the switch: hidden
     finally:
         await log.stop()
