@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 from schoolgate.agent.activity.buffer import EventBuffer
 from schoolgate.agent.activity.events import Event, EventKind
 from schoolgate.agent.activity.store import ActivityStore, EventFilter
-from schoolgate.agent.activity.writer import ActivityWriter
+from schoolgate.agent.activity.writer import WRITER_NICE, ActivityWriter
 
 T0 = 1_795_269_900.0
 
@@ -123,4 +125,19 @@ async def test_stopping_writes_what_is_waiting(tmp_path: Path) -> None:
         buffer.append(("dns", f"q{i}.example"))
     await writer.stop()
     assert store.count() == 700
+    store.close()
+
+
+@pytest.mark.asyncio
+async def test_the_writer_thread_gives_way_to_the_dns_service(tmp_path: Path) -> None:
+    store = ActivityStore(tmp_path / "state")
+    buffer: EventBuffer[tuple[str, str]] = EventBuffer(capacity=10, batch=10)
+    writer = ActivityWriter(buffer, store, to_events, interval=3600)
+    buffer.append(("dns", "a.example"))
+    assert await writer.write_once()
+    (thread,) = [t for t in threading.enumerate() if t.name.startswith("activity-writer")]
+    assert thread.native_id is not None
+    assert os.getpriority(os.PRIO_PROCESS, thread.native_id) == WRITER_NICE
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) != WRITER_NICE
+    await writer.stop()
     store.close()
