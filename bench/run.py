@@ -33,6 +33,7 @@ from procs import (
     Proc,
     ProcessGroup,
     all_cpu_ticks,
+    cpu_seconds,
     other_cpu_seconds,
     pinned,
     port_free,
@@ -261,6 +262,7 @@ def load_runs(
 
     def step(key: str, datafile: Path, seconds: float, **kw: Any) -> None:
         settle(group, opts)
+        server_idle(pid)
         log(f"  {key}: dnsperf {seconds:g} s")
         runs[key] = run_dnsperf(group, perf, key, port, datafile, seconds, server_pid=pid, **kw)
         log(
@@ -700,6 +702,19 @@ def settle(group: ProcessGroup, opts: Options) -> None:
         if load <= DISTURBED_CPU:
             return
     log(f"  still {load:.0%} of a core in use by others; measuring anyway")
+
+
+def server_idle(pid: int, timeout: float = 30.0) -> None:
+    """Wait (up to ``timeout`` s) until the server under test has finished what the previous
+    run left it: a server that logs every query writes the backlog of an overload after the
+    load stops, and a fixed-rate run must measure the steady state, not that catch-up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = cpu_seconds(pid)
+        time.sleep(0.5)
+        if (cpu_seconds(pid) - before) / 0.5 <= DISTURBED_CPU:
+            return
+    log(f"  the server is still busy after {timeout:g} s; measuring anyway")
 
 
 def measure_all(

@@ -23,7 +23,7 @@ class ActivitySection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     queries: Literal["all", "blocked", "none"] = "all"
     retention_days: int = 30
     pseudonymise: bool = False
-    buffer_events: int = 100_000
+    buffer_events: int = 50_000
     write_interval: float = 1.0
 
 

@@ -19,5 +19,5 @@ class ActivitySettings:
     queries: QueryLogging = QueryLogging.ALL
     retention_days: int = 30
     pseudonymise: bool = False
-    buffer_events: int = 100_000  # held in memory while the disk is slow, then dropped
+    buffer_events: int = 50_000  # held in memory while the disk is slow, then dropped
     write_interval: float = 1.0  # seconds between writes, unless a batch fills or an alert

@@ -14,7 +14,6 @@ every name below it through an index on the name written backwards (``com.exampl
 from __future__ import annotations
 
 import builtins
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,9 +41,6 @@ from sqlalchemy import (
 
 from schoolgate.agent.activity.events import Event, EventKind, Severity, StoredEvent
 from schoolgate.agent.sqlite import SqliteError, SqliteFile
-
-# Rows made between two chances for another thread to take the interpreter lock.
-YIELD_EVERY: Final = 200
 
 # Deleting old events a slice at a time keeps each transaction short, so the writer never
 # waits long behind the retention job.
@@ -117,13 +113,12 @@ class ActivityStore:
 
     def add(self, events: Sequence[Event]) -> int:
         """Write ``events`` in one transaction; how many were written."""
-        if not events:
+        return self.add_rows([event_row(e) for e in events])
+
+    def add_rows(self, rows: Sequence[EventRow]) -> int:
+        """Write rows made by ``event_row`` (or made the same way) in one transaction."""
+        if not rows:
             return 0
-        rows = []
-        for i, e in enumerate(events):
-            if not i % YIELD_EVERY:
-                time.sleep(0)  # the DNS service's thread may want the interpreter lock
-            rows.append(_row(e))
         with self._file.connection() as conn:
             # The driver's executemany with plain tuples: the writer shares the interpreter
             # with the DNS service, and building SQLAlchemy parameters for every row cost
@@ -196,7 +191,7 @@ def _conditions(where: EventFilter) -> list[ColumnElement[bool]]:
     return found
 
 
-_COLUMNS: Final = (
+COLUMNS: Final = (
     "kind",
     "time",
     "client_ip",
@@ -216,12 +211,15 @@ _COLUMNS: Final = (
     "data",
 )
 _INSERT: Final = (  # built from the constant column names above; values are bound
-    f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"  # noqa: S608
+    f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"  # noqa: S608
 )
 
 
-def _row(e: Event) -> tuple[Any, ...]:
-    """An event as the values of ``_COLUMNS``, in order."""
+EventRow = tuple[Any, ...]
+
+
+def event_row(e: Event) -> EventRow:
+    """An event as the values of the table's columns, in order (``COLUMNS``)."""
     return (
         e.kind.value,
         e.time,
@@ -233,7 +231,7 @@ def _row(e: Event) -> tuple[Any, ...]:
         reversed_name(e.name),
         e.qtype,
         e.action,
-        f",{','.join(e.categories)}," if e.categories else "",
+        categories_text(e.categories),
         e.rule,
         e.rcode,
         e.latency_ms,
@@ -243,26 +241,52 @@ def _row(e: Event) -> tuple[Any, ...]:
     )
 
 
-def _stored(row: Row[Any]) -> StoredEvent:
-    m = row._mapping
-    return StoredEvent(
-        seq=m["seq"],
-        event=Event(
-            kind=EventKind(m["kind"]),
-            time=m["time"],
-            client_ip=m["client_ip"],
-            mac=m["mac"],
-            hostname=m["hostname"],
-            group=m["grp"],
-            name=m["name"],
-            qtype=m["qtype"],
-            action=m["action"],
-            categories=tuple(c for c in m["categories"].split(",") if c),
-            rule=m["rule"],
-            rcode=m["rcode"],
-            latency_ms=m["latency_ms"],
-            cache_hit=None if m["cache_hit"] is None else bool(m["cache_hit"]),
-            severity=Severity(m["severity"]) if m["severity"] else None,
-            data=msgspec.json.decode(m["data"]) if m["data"] else {},
-        ),
+def categories_text(categories: tuple[str, ...]) -> str:
+    """How categories are stored: ",a,b," so that one is found whole with instr()."""
+    return f",{','.join(categories)}," if categories else ""
+
+
+def event_from_row(values: Sequence[Any]) -> Event:
+    """The event a row (``COLUMNS`` in order) holds: ``event_row`` turned back."""
+    (
+        kind,
+        when,
+        client_ip,
+        mac,
+        hostname,
+        group,
+        name,
+        _rname,
+        qtype,
+        action,
+        categories,
+        rule,
+        rcode,
+        latency_ms,
+        cache_hit,
+        severity,
+        data,
+    ) = values
+    return Event(
+        kind=EventKind(kind),
+        time=when,
+        client_ip=client_ip,
+        mac=mac,
+        hostname=hostname,
+        group=group,
+        name=name,
+        qtype=qtype,
+        action=action,
+        categories=tuple(c for c in categories.split(",") if c),
+        rule=rule,
+        rcode=rcode,
+        latency_ms=latency_ms,
+        cache_hit=None if cache_hit is None else bool(cache_hit),
+        severity=Severity(severity) if severity else None,
+        data=msgspec.json.decode(data) if data else {},
     )
+
+
+def _stored(row: Row[Any]) -> StoredEvent:
+    # The table's columns are the sequence number and then COLUMNS, in order.
+    return StoredEvent(seq=row[0], event=event_from_row(tuple(row)[1:]))

@@ -2,7 +2,7 @@
 
 It wakes every ``interval`` seconds, or at once for an alert, and writes what it takes, a batch
 per transaction, in a worker thread (SQLite does its work outside the interpreter lock, so
-the DNS service keeps its core). Turning what the query path recorded into events happens in
+the DNS service keeps its core). Turning what the query path recorded into rows happens in
 that thread too, so the query path only ever appends a few references.
 
 A batch the store refuses (a full disk, an unwritable state directory) goes back to the buffer
@@ -23,8 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Final, Generic, TypeVar
 
 from schoolgate.agent.activity.buffer import EventBuffer
-from schoolgate.agent.activity.events import Event
-from schoolgate.agent.activity.store import ActivityStore, ActivityStoreError
+from schoolgate.agent.activity.store import ActivityStore, ActivityStoreError, EventRow
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +48,12 @@ class ActivityWriter(Generic[Item]):
         self,
         buffer: EventBuffer[Item],
         store: ActivityStore,
-        to_events: Callable[[Sequence[Item]], list[Event]],
+        to_rows: Callable[[Sequence[Item]], list[EventRow]],
         interval: float = 1.0,
     ) -> None:
         self.buffer = buffer
         self.store = store
-        self.to_events = to_events
+        self.to_rows = to_rows
         self.interval = interval
         self.written = 0
         self.failed_batches = 0
@@ -147,4 +146,4 @@ class ActivityWriter(Generic[Item]):
         return self._executor
 
     def _write(self, taken: Sequence[Item]) -> int:
-        return self.store.add(self.to_events(taken))
+        return self.store.add_rows(self.to_rows(taken))

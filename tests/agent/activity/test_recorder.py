@@ -3,10 +3,12 @@ what to keep, and pseudonyms instead of identities when the site asks for them."
 
 from __future__ import annotations
 
+from schoolgate.agent.activity import store as store_mod
 from schoolgate.agent.activity.events import Event, EventKind, Severity
 from schoolgate.agent.activity.pseudonyms import Pseudonyms
 from schoolgate.agent.activity.recorder import EventMaker, QueryRecord
 from schoolgate.agent.activity.settings import QueryLogging
+from schoolgate.agent.activity.store import event_from_row, event_row
 from schoolgate.agent.dns.wire import Query, parse_query, text_to_wire
 from schoolgate.agent.policy.clients import Client, Group
 from schoolgate.agent.policy.decision import ALLOWED, Action, Decision
@@ -45,8 +47,19 @@ def record(
     )
 
 
+def made_events(maker: EventMaker, items: list[object]) -> list[Event]:
+    """What the maker wrote, read back as the store reads its rows."""
+    return [event_from_row(row) for row in maker(items)]
+
+
+def test_rows_are_in_the_order_of_the_tables_columns() -> None:
+    assert [c.name for c in store_mod._events.columns] == ["seq", *store_mod.COLUMNS]
+    alert = Event(kind=EventKind.ALERT, time=T0, name="x.example", severity=Severity.HIGH)
+    assert event_from_row(event_row(alert)) == alert
+
+
 def test_a_query_becomes_a_dns_event() -> None:
-    (event,) = EventMaker(QueryLogging.ALL)([record("WWW.Example.ORG", qtype=65)])
+    (event,) = made_events(EventMaker(QueryLogging.ALL), [record("WWW.Example.ORG", qtype=65)])
     assert event == Event(
         kind=EventKind.DNS,
         time=T0,
@@ -67,12 +80,13 @@ def test_a_query_becomes_a_dns_event() -> None:
 def test_codes_and_hostile_names_are_written_safely() -> None:
     hostile = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x05<b>\x01\x7f\x07example\x00"
     q = parse_query(hostile + b"\x00\x01\x00\x01")
-    made = EventMaker(QueryLogging.ALL)(
+    made = made_events(
+        EventMaker(QueryLogging.ALL),
         [
             record("nx.example", rcode=3, qtype=65280),
             record(".", rcode=2),
             (T0, PUPIL, q, ALLOWED, Outcome.UPSTREAM, 0, 0.001, False),
-        ]
+        ],
     )
     assert [(e.name, e.qtype, e.rcode) for e in made] == [
         ("nx.example", "TYPE65280", "NXDOMAIN"),
@@ -83,12 +97,13 @@ def test_codes_and_hostile_names_are_written_safely() -> None:
 
 
 def test_blocks_rewrites_and_stale_answers_say_so() -> None:
-    made = EventMaker(QueryLogging.ALL)(
+    made = made_events(
+        EventMaker(QueryLogging.ALL),
         [
             record("game.example", GAMES, Outcome.BLOCKED),
             record("www.google.com", SAFE, Outcome.REWRITTEN),
             record("old.example", outcome=Outcome.STALE),
-        ]
+        ],
     )
     blocked, rewritten, stale = made
     assert (blocked.action, blocked.categories, blocked.rule) == (
@@ -104,13 +119,14 @@ def test_blocked_only_keeps_blocks_and_alerts_and_every_other_kind() -> None:
     alerting = Decision(Action.ALERT, "category", category="self-harm")
     alert = Event(kind=EventKind.ALERT, time=T0, severity=Severity.HIGH, name="harm.example")
     maker = EventMaker(QueryLogging.BLOCKED)
-    made = maker(
+    made = made_events(
+        maker,
         [
             record("www.example.org"),
             record("game.example", GAMES, Outcome.BLOCKED),
             record("harm.example", alerting),
             alert,
-        ]
+        ],
     )
     assert [(e.kind, e.name) for e in made] == [
         (EventKind.DNS, "game.example"),
@@ -119,13 +135,13 @@ def test_blocked_only_keeps_blocks_and_alerts_and_every_other_kind() -> None:
     ]
     assert maker.skipped == 1
     nothing = EventMaker(QueryLogging.NONE)
-    assert nothing([record(), alert]) == [alert] and nothing.skipped == 1
+    assert made_events(nothing, [record(), alert]) == [alert] and nothing.skipped == 1
 
 
 def test_pseudonyms_replace_every_identity_and_stay_the_same() -> None:
     hide = Pseudonyms(b"k" * 32)
     alert = Event(kind=EventKind.ALERT, time=T0, client_ip="10.0.0.7", hostname="KS2-Lab-7")
-    made = EventMaker(QueryLogging.ALL, hide)([record(), alert])
+    made = made_events(EventMaker(QueryLogging.ALL, hide), [record(), alert])
     dns_event, alert_event = made
     assert dns_event.client_ip == alert_event.client_ip == hide("10.0.0.7")
     assert dns_event.hostname == alert_event.hostname == hide("ks2-lab-7")  # case does not matter

@@ -14,16 +14,16 @@ import pytest
 
 from schoolgate.agent.activity.buffer import EventBuffer
 from schoolgate.agent.activity.events import Event, EventKind
-from schoolgate.agent.activity.store import ActivityStore, EventFilter
+from schoolgate.agent.activity.store import ActivityStore, EventFilter, EventRow, event_row
 from schoolgate.agent.activity.writer import WRITER_NICE, ActivityWriter
 
 T0 = 1_795_269_900.0
 
 
-def to_events(items: Sequence[tuple[str, str]]) -> list[Event]:
-    """What the query path records (here a kind and a name) made into events, in the writer's
+def to_events(items: Sequence[tuple[str, str]]) -> list[EventRow]:
+    """What the query path records (here a kind and a name) made into rows, in the writer's
     thread."""
-    return [Event(kind=EventKind(kind), time=T0, name=name) for kind, name in items]
+    return [event_row(Event(kind=EventKind(kind), time=T0, name=name)) for kind, name in items]
 
 
 async def eventually(condition: object, timeout: float = 10) -> None:
