@@ -499,6 +499,10 @@ def build_pipeline(
                 alert = alerts.category(wall_clock(), client, query, decision)
                 if alert is not None:
                     urgent(alert)
+            if decision.bypass:
+                attempt = alerts.bypass_lookup(wall_clock(), client, query, decision)
+                if attempt is not None:
+                    events.append(attempt)
             if decision.blocked or decision.rewrite is not None:
                 return divert(started, data, query, client, decision, reply, addr)
         # 3. cache: AnswerCache.get inlined, as this is the hottest path there is.

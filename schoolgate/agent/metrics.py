@@ -297,6 +297,15 @@ class AgentCollector(Collector):
         for (reason, severity), count in sorted(dict(activity.alerts.raised).items()):
             alerts.add_metric([reason, severity.value], count)
         yield alerts
+        bypass = CounterMetricFamily(
+            "schoolgate_bypass_attempts",
+            "Attempts to get round the filter, by how they were seen: 'lookup' is a device"
+            " looking up an encrypted-DNS, VPN or proxy name (once per device and name per"
+            " alerts.quiet_minutes).",
+            labels=["via"],
+        )
+        bypass.add_metric(["lookup"], activity.alerts.bypass_lookups)
+        yield bypass
 
     def _blockpage(self) -> Iterator[Metric]:
         page = self.agent.blockpage

@@ -233,3 +233,22 @@ def test_the_log_command_says_when_nothing_was_recorded(tmp_path: Path) -> None:
     assert found.returncode == 0
     assert "no activity recorded yet" in found.stderr
     assert not (tmp_path / "none").exists()  # reading never creates the store
+
+
+def test_lookups_of_bypass_names_raise_bypass_events_whatever_the_action(
+    make_agent: AgentFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "vpn.txt").write_text("vpn.example\n", encoding="utf-8")
+    extra = f'\n[[lists]]\nname = "vpn"\ncategory = "proxy-vpn"\npath = "{tmp_path / "vpn.txt"}"\n'
+    agent = make_agent(policy(tmp_path) + extra)
+    ask(agent, "www.vpn.example", "127.0.0.2")  # a pupil: blocked
+    ask(agent, "www.vpn.example", "127.0.0.2", "AAAA")  # the same attempt: one event
+    ask(agent, "vpn.example", "127.0.0.3")  # staff: let through with an alert
+    ask(agent, "game.example", "127.0.0.2")  # blocked, but no way round anything
+    wait_for(lambda: len(events(agent, kinds=(EventKind.BYPASS,))) == 2)
+    found = [s.event for s in events(agent, kinds=(EventKind.BYPASS,))]
+    assert [(e.group, e.name, e.action, e.categories) for e in found] == [
+        ("ks2", "www.vpn.example", "block", ("proxy-vpn",)),
+        ("staff", "vpn.example", "alert", ("proxy-vpn",)),
+    ]
+    assert all(e.client_ip and e.data == {"via": "lookup"} for e in found)

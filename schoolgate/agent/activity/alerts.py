@@ -12,7 +12,12 @@ Two kinds:
   At most one such alert per device per window.
 
 Both are ``Event``s of kind ``alert`` that go to the buffer's urgent queue: written at once,
-never behind a batch of ordinary queries. The state kept here (recent blocks per device, alerts
+never behind a batch of ordinary queries.
+
+A lookup of a name in a bypass category (encrypted DNS, VPNs, proxies) also raises an event,
+of kind ``bypass``, whatever the group's action: someone is trying a way round the filter. It
+is quiet for ``quiet_minutes`` per device and name, like a category alert, and goes with the
+ordinary events. The state kept here (recent blocks per device, alerts
 recently raised) is bounded: a flood of spoofed addresses empties it rather than grows it.
 """
 
@@ -64,6 +69,8 @@ class Alerts:
         self._repeated: dict[str, float] = {}  # last repeated-attempts alert per device
         self.raised: dict[tuple[str, Severity], int] = {}  # by reason and severity
         self.suppressed = 0  # category alerts not raised again within quiet_minutes
+        self._bypassed: dict[tuple[str, bytes, str], float] = {}  # last bypass event per name
+        self.bypass_lookups = 0  # bypass events raised for lookups
 
     def configure(self, settings: AlertSettings, taxonomy: Taxonomy | None) -> None:
         """New settings or categories (a reload); what was seen so far is kept."""
@@ -95,6 +102,34 @@ class Alerts:
         severity = self.severity(decision.category)
         self._count(REASON_CATEGORY, severity)
         return self._event(now, client, query, decision, severity, {"reason": REASON_CATEGORY})
+
+    def bypass_lookup(
+        self, now: float, client: Client, query: Query, decision: Decision
+    ) -> Event | None:
+        """The bypass event for a lookup of a name in a bypass category, or None within the
+        quiet time of the same one."""
+        key = (client.address, query.qname, "")
+        last = self._bypassed.get(key)
+        if last is not None and 0 <= now - last < self.settings.quiet_minutes * 60:
+            return None
+        if len(self._bypassed) >= _TRACKED_LIMIT:
+            self._forget_old(self._bypassed, now, self.settings.quiet_minutes * 60)
+        self._bypassed[key] = now
+        self.bypass_lookups += 1
+        return Event(
+            kind=EventKind.BYPASS,
+            time=now,
+            client_ip=client.address,
+            mac=client.mac,
+            hostname=client.hostname,
+            group=client.group.name,
+            name=query_name(query),
+            qtype=type_name(query.qtype),
+            action=decision.action.value,
+            categories=decision.categories,
+            rule=decision.rule,
+            data={"via": "lookup"},
+        )
 
     def blocked(self, now: float, client: Client, query: Query, decision: Decision) -> Event | None:
         """Count a blocked lookup; the repeated-attempts alert when this one crosses the line."""

@@ -17,7 +17,7 @@ from typing import Final
 
 from schoolgate.agent.dns.wire import Query, name_labels, wire_to_text
 from schoolgate.agent.filter.compiled import CompiledLists
-from schoolgate.agent.policy.categories import TIER_ORDER, Taxonomy
+from schoolgate.agent.policy.categories import TIER_ORDER, Taxonomy, Tier
 from schoolgate.agent.policy.clients import Group
 from schoolgate.agent.policy.decision import ALLOWED, Action, Decision
 
@@ -59,6 +59,9 @@ class Decider:
         self.taxonomy = taxonomy
         self._rules: dict[str, _Rules] = {}
         self._locked = frozenset(c.id for c in taxonomy if c.locked) if taxonomy else frozenset()
+        self._bypass = (
+            frozenset(c.id for c in taxonomy if c.tier is Tier.BYPASS) if taxonomy else frozenset()
+        )
 
     def forget(self, group: Group) -> None:
         """Drop what was worked out from a group's old actions."""
@@ -155,6 +158,7 @@ class Decider:
             lists=decision.lists,
             rewrite=rewrite.rewrite,
             categories=decision.categories,
+            bypass=decision.bypass,
         )
 
     def explain(self, group: Group, qname: bytes, labels: list[int]) -> Decision:
@@ -193,6 +197,7 @@ class Decider:
             entry=wire_to_text(qname[offset:]).rstrip("."),
             lists=names,
             categories=tuple(dict.fromkeys(m[1] for m in sorted(found, key=self._severity))),
+            bypass=any(m[1] in self._bypass for m in found),
         )
 
     def _overridden(self, override: Decision, found: list[_Match]) -> Decision:
@@ -210,6 +215,7 @@ class Decider:
             entry=override.entry,
             lists=names,
             categories=tuple(dict.fromkeys(m[1] for m in sorted(alerting, key=self._severity))),
+            bypass=any(m[1] in self._bypass for m in alerting),
         )
 
     def _severity(self, item: _Match) -> tuple[int, int, int]:

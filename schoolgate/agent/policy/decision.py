@@ -31,17 +31,19 @@ class Action(StrEnum):
 class Decision:
     """A decision with its reasons: the category, the list entry that matched and its lists.
 
-    ``categories`` is every category the name is listed in, the deciding one first.
+    ``categories`` is every category the name is listed in, the deciding one first; ``bypass``
+    is true when one of them is of the bypass tier (encrypted DNS, VPNs and proxies).
     ``rewrite`` is the wire name of a safe-mode host the answer must lead to (SafeSearch), for a
     name that is let through. ``special`` is true when the query needs more than the plain
-    path: it is blocked, rewritten or raises an alert. The query path tests that one flag and
-    nothing else in the common case.
+    path: it is blocked, rewritten, raises an alert or is a bypass attempt. The query path
+    tests that one flag and nothing else in the common case.
     """
 
     __slots__ = (
         "action",
         "alert",
         "blocked",
+        "bypass",
         "categories",
         "category",
         "entry",
@@ -60,6 +62,7 @@ class Decision:
         lists: tuple[str, ...] = (),
         rewrite: bytes | None = None,
         categories: tuple[str, ...] = (),
+        bypass: bool = False,
     ) -> None:
         self.action = action
         self.blocked = action.blocks
@@ -72,7 +75,8 @@ class Decision:
         self.entry = entry
         self.lists = lists
         self.rewrite = None if self.blocked else rewrite
-        self.special = self.blocked or self.alert or self.rewrite is not None
+        self.bypass = bypass
+        self.special = self.blocked or self.alert or bypass or self.rewrite is not None
 
     def explain(self) -> str:
         if self.action is Action.ALLOW and self.category is None:

@@ -144,3 +144,22 @@ def test_a_reload_with_a_new_threshold_keeps_counting(alerts: Alerts) -> None:
     alerts.blocked(T0, pupil, q, GAMES)
     alerts.configure(AlertSettings(repeated_blocks=2, repeated_minutes=5), categories.bundled())
     assert alerts.blocked(T0 + 1, pupil, q, GAMES) is not None
+
+
+def test_a_bypass_lookup_raises_one_bypass_event_per_quiet_time(alerts: Alerts) -> None:
+    vpn = Decision(
+        Action.BLOCK, "category", category="proxy-vpn", categories=("proxy-vpn",), bypass=True
+    )
+    pupil = client()
+    event = alerts.bypass_lookup(T0, pupil, query("www.NordVPN.com", 28), vpn)
+    assert event is not None
+    assert (event.kind, event.name, event.qtype, event.action) == (
+        EventKind.BYPASS,
+        "www.nordvpn.com",
+        "AAAA",
+        "block",
+    )
+    assert event.categories == ("proxy-vpn",) and event.data == {"via": "lookup"}
+    assert alerts.bypass_lookup(T0 + 5, pupil, query("www.nordvpn.com"), vpn) is None
+    assert alerts.bypass_lookup(T0 + 601, pupil, query("www.nordvpn.com"), vpn) is not None
+    assert alerts.bypass_lookups == 2
