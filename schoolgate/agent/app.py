@@ -81,6 +81,7 @@ from schoolgate.agent.filter.store import ListStore
 from schoolgate.agent.jobs import Jobs
 from schoolgate.agent.lists import list_sources
 from schoolgate.agent.metrics import MetricsError, MetricsServer
+from schoolgate.agent.monitor.service import NetworkMonitor
 from schoolgate.agent.policy.clients import Client, ClientIdentifier, Group
 from schoolgate.agent.policy.decide import Decider
 from schoolgate.agent.policy.decision import Decision
@@ -577,6 +578,7 @@ class Agent:
         )
         self.recording = Recording(Tallies(), self.activity.buffer, self.activity.alerts, {})
         self.metrics: MetricsServer | None = None
+        self.monitor: NetworkMonitor | None = None
         self.started_at = time.time()
 
     async def start(self) -> None:
@@ -601,6 +603,7 @@ class Agent:
         await self._listen()
         await self._start_blockpage(self.config)
         await self._start_metrics(self.config)
+        await self._start_monitor(self.config)
         self.jobs.start()
         # Everything made while starting lives as long as the process: keep it out of the
         # collector's full passes, whose pauses would otherwise show in answer latency.
@@ -750,6 +753,18 @@ class Agent:
         host, port = server.address
         log.info("metrics on http://%s:%d/metrics", f"[{host}]" if ":" in host else host, port)
 
+    async def _start_monitor(self, config: AgentConfig) -> None:
+        monitor = NetworkMonitor(
+            config.monitor, config.client_networks, config.state_dir, self.activity.buffer
+        )
+        if await monitor.start():
+            self.monitor = monitor
+
+    async def _stop_monitor(self) -> None:
+        if self.monitor is not None:
+            await self.monitor.stop()
+            self.monitor = None
+
     async def _stop_metrics(self) -> None:
         if self.metrics is not None:
             await self.metrics.stop()
@@ -878,6 +893,13 @@ class Agent:
         if config.metrics_listen != old.metrics_listen:
             await self._stop_metrics()
             await self._start_metrics(config)
+        if (config.monitor, config.client_networks, config.state_dir) != (
+            old.monitor,
+            old.client_networks,
+            old.state_dir,
+        ):
+            await self._stop_monitor()
+            await self._start_monitor(config)
         self.jobs.reschedule()
         log.info("reloaded: %d names, build %s", lists.count, lists.build_id)
         return True
@@ -1049,6 +1071,7 @@ class Agent:
     async def stop(self, grace: float = 3.0) -> None:
         """Stop reading, answer what is in flight (up to ``grace`` seconds), close."""
         await self.jobs.stop()
+        await self._stop_monitor()
         self._close_listeners()
         if self.blockpage is not None:
             await self.blockpage.stop()

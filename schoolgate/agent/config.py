@@ -33,15 +33,18 @@ from schoolgate.agent.config_activity import (
     ActivitySection,
     AlertsSection,
     MetricsSection,
+    MonitorSection,
     activity_settings,
     alert_settings,
     metrics_listen,
+    monitor_settings,
 )
 from schoolgate.agent.config_lines import key_line, key_path
 from schoolgate.agent.dns.upstream import UpstreamSpec, parse_upstream
 from schoolgate.agent.filter import catalogue
 from schoolgate.agent.filter.names import InvalidName, normalize
 from schoolgate.agent.filter.parsers import ListFormat
+from schoolgate.agent.monitor.settings import MonitorSettings
 from schoolgate.agent.policy import categories
 from schoolgate.agent.policy.categories import (
     AgeTier,
@@ -259,6 +262,7 @@ class _RawConfig(_Section):
     activity: ActivitySection = msgspec.field(default_factory=ActivitySection)
     alerts: AlertsSection = msgspec.field(default_factory=AlertsSection)
     metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
+    monitor: MonitorSection = msgspec.field(default_factory=MonitorSection)
 
 
 @dataclass(frozen=True)
@@ -366,6 +370,7 @@ class AgentConfig:
     activity: ActivitySettings = field(default_factory=ActivitySettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     metrics_listen: tuple[str, int] | None = None  # None: no metrics endpoint
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
     config_file: Path | None = None  # None: the bundled default, or text parsed directly
 
     @property
@@ -677,6 +682,9 @@ def _check(c: _RawConfig, file: str, base: Path) -> AgentConfig:
         activity=activity_settings(fail, c.activity),
         alerts=alert_settings(fail, c.alerts),
         metrics_listen=metrics,
+        monitor=monitor_settings(
+            fail, c.monitor, normalize_mac, (mac for g in groups for mac in g.rule.macs)
+        ),
     )
 
 

@@ -1,16 +1,19 @@
-"""The configuration of what the agent records and reports: ``[activity]``, ``[alerts]`` and
-``[metrics]``. Read as part of the one configuration file (``config.py``), checked here."""
+"""The configuration of what the agent records and reports: ``[activity]``, ``[alerts]``,
+``[metrics]`` and ``[monitor]``. Read as part of the one configuration file (``config.py``),
+checked here."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from typing import Any, Final, Literal
 
 import msgspec
 
 from schoolgate.agent.activity.alerts import AlertSettings
 from schoolgate.agent.activity.settings import ActivitySettings, QueryLogging
+from schoolgate.agent.monitor.settings import MonitorSettings
 
 Fail = Callable[[str, Any, str], Exception]
 
@@ -35,6 +38,12 @@ class AlertsSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class MetricsSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     listen: str = ""
+
+
+class MonitorSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = True
+    interfaces: list[str] = msgspec.field(default_factory=list)
+    approved_macs: list[str] = msgspec.field(default_factory=list)
 
 
 def activity_settings(fail: Fail, section: ActivitySection) -> ActivitySettings:
@@ -94,3 +103,28 @@ def metrics_listen(
         return parse_address(section.listen)
     except ValueError as exc:
         raise fail("metrics.listen", section.listen, str(exc)) from None
+
+
+_INTERFACE: Final = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
+
+
+def monitor_settings(
+    fail: Fail,
+    section: MonitorSection,
+    normalize_mac: Callable[[str], str | None],
+    group_macs: Iterable[str],
+) -> MonitorSettings:
+    for i, name in enumerate(section.interfaces):
+        if not _INTERFACE.fullmatch(name):
+            raise fail(f"monitor.interfaces[{i}]", name, "not an interface name")
+    approved = set(group_macs)
+    for i, text in enumerate(section.approved_macs):
+        mac = normalize_mac(text)
+        if mac is None:
+            raise fail(f"monitor.approved_macs[{i}]", text, "not a MAC address")
+        approved.add(mac)
+    return MonitorSettings(
+        enabled=section.enabled,
+        interfaces=tuple(section.interfaces),
+        approved_macs=frozenset(approved),
+    )

@@ -16,6 +16,7 @@
   names; a change that has settled reloads, as SIGHUP does.
 * ``activity-retention``: every hour (the first a minute after start), delete activity events
   older than ``activity.retention_days``, a slice at a time, in a thread.
+* ``monitor-save``: every five minutes, write the device inventory if it changed (in a thread).
 * ``activity-counts``: every minute, find the oldest stored event (in a thread), for the
   metrics; the number stored is counted after each prune and kept up to date between.
 
@@ -51,6 +52,7 @@ FIRST_RUN_DELAY: Final = 5.0  # seconds after start: let the listeners settle fi
 RETENTION_INTERVAL: Final = 3_600.0
 RETENTION_FIRST: Final = 60.0
 COUNTS_INTERVAL: Final = 60.0
+MONITOR_SAVE_INTERVAL: Final = 300.0
 WATCH_INTERVAL: Final = 5.0
 CONFIG_WATCH_INTERVAL: Final = 2.0
 POLICY_TICK: Final = 1.0  # a schedule boundary or a new exception takes effect within a second
@@ -99,6 +101,13 @@ class Jobs:
             IntervalTrigger(seconds=RETENTION_INTERVAL, timezone=UTC),
             id="activity-retention",
             next_run_time=datetime.now(UTC) + timedelta(seconds=RETENTION_FIRST),
+            coalesce=True,
+            max_instances=1,
+        )
+        self.scheduler.add_job(
+            self._save_devices,
+            IntervalTrigger(seconds=MONITOR_SAVE_INTERVAL, timezone=UTC),
+            id="monitor-save",
             coalesce=True,
             max_instances=1,
         )
@@ -272,6 +281,11 @@ class Jobs:
             replace_existing=True,
         )
         log.info("failed list sources will be tried again at %s", when.strftime("%H:%M UTC"))
+
+    async def _save_devices(self) -> None:
+        monitor = self.agent.monitor
+        if monitor is not None:
+            await monitor.save()
 
     async def _watch(self) -> None:
         await self.agent.adopt_new_build()

@@ -89,6 +89,7 @@ class AgentCollector(Collector):
         yield from self._cache_and_upstreams()
         yield from self._lists()
         yield from self._activity()
+        yield from self._monitor()
         yield from self._blockpage()
 
     def _build(self) -> Iterator[Metric]:
@@ -306,6 +307,37 @@ class AgentCollector(Collector):
         )
         bypass.add_metric(["lookup"], activity.alerts.bypass_lookups)
         yield bypass
+
+    def _monitor(self) -> Iterator[Metric]:
+        # Always present (0 while the monitor is off), so a dashboard shows 0, not no data.
+        monitor = self.agent.monitor
+        watch = monitor.watch if monitor is not None else None
+        up = GaugeMetricFamily(
+            "schoolgate_monitor_up", "1 while the network monitor is capturing, else 0."
+        )
+        up.add_metric([], 1 if watch is not None else 0)
+        yield up
+        known, unapproved = monitor.inventory.counts() if monitor is not None else (0, 0)
+        devices = GaugeMetricFamily(
+            "schoolgate_devices_known", "Devices (MAC addresses) the monitor has seen."
+        )
+        devices.add_metric([], known)
+        yield devices
+        odd = GaugeMetricFamily(
+            "schoolgate_devices_unapproved",
+            "Devices seen that are not approved (0 when the school approves none: no list).",
+        )
+        odd.add_metric([], unapproved)
+        yield odd
+        packets = CounterMetricFamily(
+            "schoolgate_monitor_packets",
+            "Packets the monitor read, by kind: arp, dhcp, unreadable.",
+            labels=["kind"],
+        )
+        counts = dict(watch.packets) if watch is not None else {}
+        for kind in ("arp", "dhcp", "unreadable"):
+            packets.add_metric([kind], counts.get(kind, 0))
+        yield packets
 
     def _blockpage(self) -> Iterator[Metric]:
         page = self.agent.blockpage

@@ -32,7 +32,12 @@ from schoolgate.agent.config import (
     UpstreamSection,
     parse,
 )
-from schoolgate.agent.config_activity import ActivitySection, AlertsSection, MetricsSection
+from schoolgate.agent.config_activity import (
+    ActivitySection,
+    AlertsSection,
+    MetricsSection,
+    MonitorSection,
+)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -56,6 +61,7 @@ SECTIONS: dict[str, type[msgspec.Struct]] = {
     "[activity]": ActivitySection,
     "[alerts]": AlertsSection,
     "[metrics]": MetricsSection,
+    "[monitor]": MonitorSection,
 }
 
 # What the doc's "Type" column says for each Python type of a key.

@@ -90,7 +90,14 @@ def test_the_template_variables() -> None:
 def test_every_panel_asks_the_chosen_source_about_the_chosen_job() -> None:
     dashboard = load()
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
-    assert rows == ["Overview", "DNS", "Cache and upstreams", "Lists", "Activity and alerts"]
+    assert rows == [
+        "Overview",
+        "DNS",
+        "Cache and upstreams",
+        "Lists",
+        "Activity and alerts",
+        "Network",
+    ]
     shown = graphs(dashboard)
     for panel in shown:
         title = panel["title"]

@@ -1,0 +1,131 @@
+"""The device watch on real traffic: a veth pair between this machine and a "pupil" network
+namespace the test makes; the pupil ARPs and asks DHCP for an address with its name, and the
+agent's monitor, capturing on the gateway's end, records the devices and alerts for the one
+the school has not approved.
+
+Needs root (network namespaces, raw capture), iproute2 and tcpdump (``./dev test`` installs
+it); skips with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from schoolgate.agent.activity.events import EventKind
+from tests.agent.test_activity_served import events
+from tests.conftest import AgentFactory
+from tests.support.waiting import wait_for
+
+UNAPPROVED = "00:1b:63:00:00:07"  # an Apple prefix: the vendor comes from the MAC registry
+APPROVED = "00:1b:63:00:00:08"
+
+
+@dataclass(frozen=True)
+class Lan:
+    namespace: str
+    gateway: str  # the interface on this machine's side
+    pupil: str  # the interface inside the namespace
+    prefix: str  # "10.99.N"
+
+
+def run(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def lan() -> Iterator[Lan]:
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces and packet capture need root")
+    for tool in ("ip", "tcpdump"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (./dev test installs it)")
+    tag = os.getpid() % 100_000
+    found = Lan(f"sg-pupil-{tag}", f"sggw{tag}", f"sgpl{tag}", f"10.99.{tag % 250}")
+    try:
+        run("ip", "netns", "add", found.namespace)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        pytest.skip(f"cannot make a network namespace here: {exc}")
+    try:
+        run("ip", "link", "add", found.gateway, "type", "veth", "peer", "name", found.pupil)
+        run("ip", "link", "set", found.pupil, "netns", found.namespace)
+        run("ip", "addr", "add", f"{found.prefix}.1/24", "dev", found.gateway)
+        run("ip", "link", "set", found.gateway, "up")
+        inside = ("ip", "netns", "exec", found.namespace)
+        run(*inside, "ip", "link", "set", found.pupil, "address", UNAPPROVED)
+        run(*inside, "ip", "addr", "add", f"{found.prefix}.7/24", "dev", found.pupil)
+        run(*inside, "ip", "link", "set", found.pupil, "up")
+        yield found
+    finally:
+        subprocess.run(["ip", "link", "del", found.gateway], capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "del", found.namespace], capture_output=True, check=False)
+
+
+def pupil_sends(lan: Lan) -> None:
+    """From inside the namespace: an ARP for the gateway, a DHCP request with the device's
+    name, and the same from a second (approved) MAC on the same wire."""
+    code = f"""
+from scapy.all import ARP, BOOTP, DHCP, IP, UDP, Ether, mac2str, sendp
+iface = {lan.pupil!r}
+for mac, ip, name in (({UNAPPROVED!r}, "{lan.prefix}.7", "KS2-Lab-07"),
+                      ({APPROVED!r}, "{lan.prefix}.8", "staff-laptop")):
+    sendp(Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=mac, psrc=ip,
+          pdst="{lan.prefix}.1"), iface=iface, verbose=0)
+    sendp(Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / IP(src="0.0.0.0", dst="255.255.255.255")
+          / UDP(sport=68, dport=67) / BOOTP(chaddr=mac2str(mac), xid=7)
+          / DHCP(options=[("message-type", "request"), ("requested_addr", ip),
+                          ("hostname", name.encode()), "end"]), iface=iface, verbose=0)
+"""
+    subprocess.run(
+        ["ip", "netns", "exec", lan.namespace, sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def test_devices_on_the_wire_are_recorded_and_unapproved_ones_alerted(
+    make_agent: AgentFactory, lan: Lan, tmp_path: Path
+) -> None:
+    agent = make_agent(
+        f'\n[monitor]\ninterfaces = ["{lan.gateway}"]\napproved_macs = ["{APPROVED.upper()}"]\n',
+        networks=f'"127.0.0.0/8", "{lan.prefix}.0/24"',
+    )
+    assert agent.agent is not None
+    monitor = agent.agent.monitor
+    assert monitor is not None and monitor.running
+    pupil_sends(lan)
+    wait_for(lambda: len(events(agent, kinds=(EventKind.DEVICE,))) == 2, timeout=15)
+    wait_for(lambda: len(events(agent, kinds=(EventKind.ALERT,))) == 1, timeout=15)
+
+    devices = {s.event.mac: s.event for s in events(agent, kinds=(EventKind.DEVICE,))}
+    pupil = devices[UNAPPROVED]
+    assert pupil.client_ip == f"{lan.prefix}.7"
+    assert pupil.data == {"seen": "new", "vendor": "Apple", "approved": False}
+    assert devices[APPROVED].data["approved"] is True
+    (alert,) = [s.event for s in events(agent, kinds=(EventKind.ALERT,))]
+    assert (alert.mac, alert.data["reason"]) == (UNAPPROVED, "unapproved-device")
+    wait_for(lambda: monitor.inventory.devices[UNAPPROVED].hostname == "ks2-lab-07")
+    assert monitor.inventory.counts() == (2, 1)
+    assert monitor.watch is not None and monitor.watch.packets["dhcp"] >= 2
+
+    # The gateway's own ARP replies are not a device of the school's.
+    gateway_macs = set(monitor.watch._own)
+    assert gateway_macs and not gateway_macs & set(monitor.inventory.devices)
+
+    # Stopping saves the inventory: a restart neither forgets nor announces them again.
+    agent.stop()
+    saved = agent.agent.config.state_dir / "monitor" / "devices.json"
+    assert UNAPPROVED in saved.read_text(encoding="utf-8")
+
+
+def test_without_a_usable_interface_dns_carries_on(make_agent: AgentFactory) -> None:
+    agent = make_agent('\n[monitor]\ninterfaces = ["sg-nosuch0"]\n')
+    assert agent.agent is not None and agent.agent.monitor is None
