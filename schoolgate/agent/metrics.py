@@ -302,10 +302,16 @@ class AgentCollector(Collector):
             "schoolgate_bypass_attempts",
             "Attempts to get round the filter, by how they were seen: 'lookup' is a device"
             " looking up an encrypted-DNS, VPN or proxy name (once per device and name per"
-            " alerts.quiet_minutes).",
+            " alerts.quiet_minutes); 'dns-traffic' and 'dot-traffic' a device sending DNS"
+            " (port 53) or DNS over TLS (853) to another resolver (once per device, resolver and"
+            " port in ten minutes).",
             labels=["via"],
         )
         bypass.add_metric(["lookup"], activity.alerts.bypass_lookups)
+        monitor = self.agent.monitor
+        traffic = dict(monitor.watch.bypass) if monitor and monitor.watch else {}
+        for via in ("dns-traffic", "dot-traffic"):
+            bypass.add_metric([via], traffic.get(via, 0))
         yield bypass
 
     def _monitor(self) -> Iterator[Metric]:
@@ -331,11 +337,12 @@ class AgentCollector(Collector):
         yield odd
         packets = CounterMetricFamily(
             "schoolgate_monitor_packets",
-            "Packets the monitor read, by kind: arp, dhcp, unreadable.",
+            "Packets the monitor read, by kind: arp, dhcp, resolver (to another resolver),"
+            " unreadable.",
             labels=["kind"],
         )
         counts = dict(watch.packets) if watch is not None else {}
-        for kind in ("arp", "dhcp", "unreadable"):
+        for kind in ("arp", "dhcp", "resolver", "unreadable"):
             packets.add_metric([kind], counts.get(kind, 0))
         yield packets
 

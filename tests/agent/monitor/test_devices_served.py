@@ -129,3 +129,52 @@ def test_devices_on_the_wire_are_recorded_and_unapproved_ones_alerted(
 def test_without_a_usable_interface_dns_carries_on(make_agent: AgentFactory) -> None:
     agent = make_agent('\n[monitor]\ninterfaces = ["sg-nosuch0"]\n')
     assert agent.agent is not None and agent.agent.monitor is None
+
+
+def pupil_asks_resolvers(lan: Lan, gateway_mac: str) -> None:
+    """From inside the namespace: DNS to a foreign resolver (twice), a DNS-over-TLS SYN to it,
+    and DNS to the gateway itself, which is the school's resolver and no bypass."""
+    code = f"""
+from scapy.all import DNS, DNSQR, IP, TCP, UDP, Ether, sendp
+iface, gw = {lan.pupil!r}, {gateway_mac!r}
+src = "{lan.prefix}.7"
+def send(packet):
+    sendp(Ether(src={UNAPPROVED!r}, dst=gw) / packet, iface=iface, verbose=0)
+question = DNS(qd=DNSQR(qname="a.example"))
+for _ in range(2):
+    send(IP(src=src, dst="192.0.2.53") / UDP(sport=40000, dport=53) / question)
+send(IP(src=src, dst="192.0.2.53") / TCP(sport=40001, dport=853, flags="S"))
+send(IP(src=src, dst="{lan.prefix}.1") / UDP(sport=40002, dport=53) / question)
+"""
+    subprocess.run(
+        ["ip", "netns", "exec", lan.namespace, sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def test_dns_and_dot_to_another_resolver_are_bypass_attempts(
+    make_agent: AgentFactory, lan: Lan
+) -> None:
+    agent = make_agent(
+        f'\n[monitor]\ninterfaces = ["{lan.gateway}"]\n',
+        networks=f'"127.0.0.0/8", "{lan.prefix}.0/24"',
+    )
+    assert agent.agent is not None
+    monitor = agent.agent.monitor
+    assert monitor is not None and monitor.watch is not None
+    (gateway_mac,) = monitor.watch._own
+    pupil_asks_resolvers(lan, gateway_mac)
+    wait_for(lambda: len(events(agent, kinds=(EventKind.BYPASS,))) == 2, timeout=15)
+    found = sorted(
+        (s.event.client_ip, s.event.mac, s.event.name, s.event.data["via"], s.event.data["port"])
+        for s in events(agent, kinds=(EventKind.BYPASS,))
+    )
+    client = f"{lan.prefix}.7"
+    assert found == [
+        (client, UNAPPROVED, "192.0.2.53", "dns-traffic", 53),
+        (client, UNAPPROVED, "192.0.2.53", "dot-traffic", 853),
+    ]
+    assert monitor.watch.bypass == {"dns-traffic": 1, "dot-traffic": 1}
+    assert monitor.watch.packets["resolver"] == 3  # the two DNS and the SYN; not the gateway's
