@@ -44,6 +44,9 @@ class MonitorSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = True
     interfaces: list[str] = msgspec.field(default_factory=list)
     approved_macs: list[str] = msgspec.field(default_factory=list)
+    bandwidth_interval: int = 60
+    top_talkers: int = 10
+    device_bytes: bool = True
 
 
 def activity_settings(fail: Fail, section: ActivitySection) -> ActivitySettings:
@@ -123,8 +126,19 @@ def monitor_settings(
         if mac is None:
             raise fail(f"monitor.approved_macs[{i}]", text, "not a MAC address")
         approved.add(mac)
+    if section.bandwidth_interval and not 10 <= section.bandwidth_interval <= 86_400:
+        raise fail(
+            "monitor.bandwidth_interval",
+            section.bandwidth_interval,
+            "0 (no bandwidth events) or between 10 and 86400 s",
+        )
+    if not 0 <= section.top_talkers <= 1_000:
+        raise fail("monitor.top_talkers", section.top_talkers, "between 0 and 1000")
     return MonitorSettings(
         enabled=section.enabled,
         interfaces=tuple(section.interfaces),
         approved_macs=frozenset(approved),
+        bandwidth_interval=section.bandwidth_interval,
+        top_talkers=section.top_talkers,
+        device_bytes=section.device_bytes,
     )

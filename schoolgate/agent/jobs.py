@@ -17,6 +17,8 @@
 * ``activity-retention``: every hour (the first a minute after start), delete activity events
   older than ``activity.retention_days``, a slice at a time, in a thread.
 * ``monitor-save``: every five minutes, write the device inventory if it changed (in a thread).
+* ``monitor-bandwidth``: every ``monitor.bandwidth_interval`` seconds, the bandwidth events:
+  bytes through each watched interface, and the top talkers.
 * ``activity-counts``: every minute, find the oldest stored event (in a thread), for the
   metrics; the number stored is counted after each prune and kept up to date between.
 
@@ -121,6 +123,27 @@ class Jobs:
         self.scheduler.start()
         self.reschedule()
 
+    def _schedule_bandwidth(self) -> None:
+        scheduler = self.scheduler
+        if scheduler is None:
+            return
+        if scheduler.get_job("monitor-bandwidth") is not None:
+            scheduler.remove_job("monitor-bandwidth")
+        interval = self.agent.config.monitor.bandwidth_interval
+        if interval:
+            scheduler.add_job(
+                self._bandwidth,
+                IntervalTrigger(seconds=interval, timezone=UTC),
+                id="monitor-bandwidth",
+                coalesce=True,
+                max_instances=1,
+            )
+
+    async def _bandwidth(self) -> None:
+        monitor = self.agent.monitor
+        if monitor is not None:
+            await monitor.bandwidth()
+
     def _schedule_identity(self) -> None:
         scheduler = self.scheduler
         if scheduler is None:
@@ -143,6 +166,7 @@ class Jobs:
             if scheduler.get_job(job_id) is not None:
                 scheduler.remove_job(job_id)
         self._schedule_identity()
+        self._schedule_bandwidth()
         scheduler.add_job(
             self.agent.policy_tick,
             IntervalTrigger(seconds=POLICY_TICK, timezone=UTC),

@@ -345,6 +345,31 @@ class AgentCollector(Collector):
         for kind in ("arp", "dhcp", "resolver", "unreadable"):
             packets.add_metric([kind], counts.get(kind, 0))
         yield packets
+        yield from self._interfaces()
+
+    @staticmethod
+    def _interfaces() -> Iterator[Metric]:
+        import psutil  # noqa: PLC0415
+
+        octets = CounterMetricFamily(
+            "schoolgate_interface_bytes",
+            "Bytes through each network interface of the box (loopback left out).",
+            labels=["interface", "direction"],
+        )
+        packets = CounterMetricFamily(
+            "schoolgate_interface_packets",
+            "Packets through each network interface of the box (loopback left out).",
+            labels=["interface", "direction"],
+        )
+        for name, c in sorted(psutil.net_io_counters(pernic=True).items()):
+            if name == "lo":
+                continue
+            octets.add_metric([name, "in"], c.bytes_recv)
+            octets.add_metric([name, "out"], c.bytes_sent)
+            packets.add_metric([name, "in"], c.packets_recv)
+            packets.add_metric([name, "out"], c.packets_sent)
+        yield octets
+        yield packets
 
     def _blockpage(self) -> Iterator[Metric]:
         page = self.agent.blockpage

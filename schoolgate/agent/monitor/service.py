@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from schoolgate.agent.activity.buffer import EventBuffer
 from schoolgate.agent.activity.events import Event, EventKind
+from schoolgate.agent.monitor.bandwidth import DeviceBytes, interface_events, top_talkers
 from schoolgate.agent.monitor.capture import CaptureError, DeviceWatch, lan_interfaces
 from schoolgate.agent.monitor.devices import DeviceInventory
 from schoolgate.agent.monitor.settings import MonitorSettings
@@ -55,7 +58,10 @@ class NetworkMonitor:
             inventory_path(state_dir), settings.approved_macs, vendor_of
         )
         self.watch: DeviceWatch | None = None
+        self.device_bytes: DeviceBytes | None = None
+        self.interfaces: list[str] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._counters: tuple[float, dict[str, Any]] | None = None  # the last interface reading
 
     @property
     def running(self) -> bool:
@@ -81,14 +87,48 @@ class NetworkMonitor:
             log.warning("network monitor is off: %s; DNS filtering carries on", exc)
             return False
         self.watch = watch
+        self.interfaces = interfaces
         log.info("network monitor watching %s", ", ".join(interfaces))
+        if self.settings.device_bytes and self.settings.bandwidth_interval:
+            counter = DeviceBytes(interfaces, self.networks)
+            try:
+                await asyncio.to_thread(counter.start)
+                self.device_bytes = counter
+            except Exception as exc:
+                log.warning("network monitor: no bytes per device: %s", exc)
+        self._counters = await asyncio.to_thread(self._read_counters)
         return True
 
     async def stop(self) -> None:
         watch, self.watch = self.watch, None
         if watch is not None:
             await asyncio.to_thread(watch.stop)
+        counter, self.device_bytes = self.device_bytes, None
+        if counter is not None:
+            await asyncio.to_thread(counter.stop)
         await self.save()
+
+    async def bandwidth(self) -> list[Event]:
+        """The bandwidth events since the last call (interfaces, then top talkers), put in
+        the activity buffer too."""
+        if self.watch is None or self._counters is None:
+            return []
+        before_time, before = self._counters
+        reading = await asyncio.to_thread(self._read_counters)
+        self._counters = reading
+        now = time.time()
+        found = interface_events(before, reading[1], reading[0] - before_time, now)
+        if self.device_bytes is not None and self.settings.top_talkers:
+            found += top_talkers(self.device_bytes.take(), self.settings.top_talkers, now)
+        for event in found:
+            self.events.append(event)
+        return found
+
+    def _read_counters(self) -> tuple[float, dict[str, Any]]:
+        import psutil  # noqa: PLC0415
+
+        counters = psutil.net_io_counters(pernic=True)
+        return time.monotonic(), {n: c for n, c in counters.items() if n in self.interfaces}
 
     async def save(self) -> None:
         await asyncio.to_thread(self.inventory.save)

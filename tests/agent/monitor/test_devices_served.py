@@ -9,6 +9,7 @@ it); skips with the reason otherwise.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -24,6 +25,7 @@ from tests.agent.test_activity_served import events
 from tests.conftest import AgentFactory
 from tests.support.waiting import wait_for
 
+_TAGS = itertools.count()
 UNAPPROVED = "00:1b:63:00:00:07"  # an Apple prefix: the vendor comes from the MAC registry
 APPROVED = "00:1b:63:00:00:08"
 
@@ -47,7 +49,8 @@ def lan() -> Iterator[Lan]:
     for tool in ("ip", "tcpdump"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed (./dev test installs it)")
-    tag = os.getpid() % 100_000
+    # Fresh names each time: the kernel tears an old namespace down in the background.
+    tag = (os.getpid() % 10_000) * 100 + next(_TAGS) % 100
     found = Lan(f"sg-pupil-{tag}", f"sggw{tag}", f"sgpl{tag}", f"10.99.{tag % 250}")
     try:
         run("ip", "netns", "add", found.namespace)
@@ -178,3 +181,37 @@ def test_dns_and_dot_to_another_resolver_are_bypass_attempts(
     ]
     assert monitor.watch.bypass == {"dns-traffic": 1, "dot-traffic": 1}
     assert monitor.watch.packets["resolver"] == 3  # the two DNS and the SYN; not the gateway's
+
+
+def test_bandwidth_per_interface_and_per_device(make_agent: AgentFactory, lan: Lan) -> None:
+    agent = make_agent(
+        f'\n[monitor]\ninterfaces = ["{lan.gateway}"]\n',
+        networks=f'"127.0.0.0/8", "{lan.prefix}.0/24"',
+    )
+    assert agent.agent is not None
+    monitor = agent.agent.monitor
+    assert monitor is not None and monitor.watch is not None
+    assert monitor.device_bytes is not None
+    (gateway_mac,) = monitor.watch._own
+    code = f"""
+from scapy.all import IP, UDP, Ether, Raw, sendp
+for _ in range(10):
+    sendp(Ether(src={UNAPPROVED!r}, dst={gateway_mac!r})
+          / IP(src="{lan.prefix}.7", dst="192.0.2.80") / UDP(sport=5000, dport=9000)
+          / Raw(b"x" * 972), iface={lan.pupil!r}, verbose=0)
+"""
+    subprocess.run(
+        ["ip", "netns", "exec", lan.namespace, sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    wait_for(lambda: monitor.device_bytes is not None and monitor.device_bytes.packets >= 10)
+    found = agent.call(monitor.bandwidth())
+    interface = [e for e in found if e.data.get("interface") == lan.gateway]
+    assert interface and interface[0].data["packets_in"] >= 10
+    assert interface[0].data["bytes_in"] >= 10 * 1000
+    (talker,) = [e for e in found if "top" in e.data]
+    assert (talker.client_ip, talker.data["top"]) == (f"{lan.prefix}.7", 1)
+    assert talker.data["bytes_out"] == 10 * 1000  # the IP length: 20 + 8 + 972
+    wait_for(lambda: len(events(agent, kinds=(EventKind.BANDWIDTH,))) == len(found))
