@@ -168,6 +168,11 @@ def schoolgate_required() -> Path:
     return binary
 
 
+# The agent serves its metrics endpoint this far above its DNS port: the figures are those of
+# the agent as a school runs it, with the activity log and metrics on.
+METRICS_PORT_OFFSET = 1000
+
+
 def schoolgate_argv(ctx: Context, port: int, list_path: Path, home: Path) -> list[str]:
     return [
         str(schoolgate_required()),
@@ -176,6 +181,8 @@ def schoolgate_argv(ctx: Context, port: int, list_path: Path, home: Path) -> lis
         f"127.0.0.1:{port}",
         "--upstream",
         f"udp://127.0.0.1:{ctx.upstream_port}",
+        "--metrics",
+        f"127.0.0.1:{port + METRICS_PORT_OFFSET}",
         *schoolgate_common(list_path, home),
     ]
 
