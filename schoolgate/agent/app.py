@@ -261,7 +261,9 @@ def build_pipeline(
     wall_clock = time.time
     # What every answered query leaves behind: its group's counter for its outcome and type,
     # the latency histogram, and a record in the activity buffer (a tuple of references; the
-    # writer's thread makes the event). None of it waits or allocates more than the tuple.
+    # writer's thread makes the event). The record holds the question's key, not the decoded
+    # query, so a full buffer keeps no more than it must alive. None of it waits or allocates
+    # more than the tuple.
     latency = recording.tallies.latency
     latency_counts = latency.counts
     latency_bounds = latency.bounds
@@ -294,7 +296,7 @@ def build_pipeline(
         if len(pending) < capacity:
             received = wall_clock() - seconds
             pending_append(
-                (received, client, query, decision, outcome, answer[3] & 15, seconds, cache_hit)
+                (received, client, query.key, decision, outcome, answer[3] & 15, seconds, cache_hit)
             )
         else:
             events.dropped += 1
@@ -526,7 +528,7 @@ def build_pipeline(
                 if len(pending) < capacity:
                     received = wall_clock() - seconds
                     pending_append(
-                        (received, client, query, decision, CACHED, answer[1] & 15, seconds, True)
+                        (received, client, key, decision, CACHED, answer[1] & 15, seconds, True)
                     )
                 else:
                     events.dropped += 1

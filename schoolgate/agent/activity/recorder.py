@@ -16,7 +16,7 @@ from typing import Final
 import msgspec
 
 from schoolgate.agent.activity.events import Event
-from schoolgate.agent.activity.names import query_name, rcode_name, type_name
+from schoolgate.agent.activity.names import key_name, key_type, rcode_name, type_name
 from schoolgate.agent.activity.pseudonyms import Pseudonyms
 from schoolgate.agent.activity.settings import QueryLogging
 from schoolgate.agent.activity.store import (
@@ -25,13 +25,12 @@ from schoolgate.agent.activity.store import (
     event_row,
     reversed_name,
 )
-from schoolgate.agent.dns.wire import Query
 from schoolgate.agent.policy.clients import Client
 from schoolgate.agent.policy.decision import Action, Decision
 from schoolgate.agent.stats import Outcome
 
-# (received, client, query, decision, outcome, rcode, latency in seconds, answered from cache)
-QueryRecord = tuple[float, Client, Query, Decision, Outcome, int, float, bool]
+# (received, client, question key, decision, outcome, rcode, latency in seconds, from cache)
+QueryRecord = tuple[float, Client, bytes, Decision, Outcome, int, float, bool]
 
 _NAMES_LIMIT: Final = 50_000
 YIELD_EVERY: Final = 32
@@ -78,16 +77,16 @@ class EventMaker:
         return outcome is Outcome.BLOCKED or decision.blocked or decision.alert
 
     def _query_row(self, record: QueryRecord) -> EventRow | None:
-        received, client, query, decision, outcome, rcode, latency, cache_hit = record
+        received, client, key, decision, outcome, rcode, latency, cache_hit = record
         if self.queries is not QueryLogging.ALL and not self.keeps(decision, outcome):
             self.skipped += 1
             return None
-        names = self._names.get(query.key)
+        names = self._names.get(key)
         if names is None:
             if len(self._names) >= _NAMES_LIMIT:
                 self._names.clear()
-            name = query_name(query)
-            names = self._names[query.key] = (name, reversed_name(name), type_name(query.qtype))
+            name = key_name(key)
+            names = self._names[key] = (name, reversed_name(name), type_name(key_type(key)))
         said = self._decisions.get(decision)
         if said is None:
             if len(self._decisions) >= _NAMES_LIMIT:

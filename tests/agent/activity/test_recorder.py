@@ -38,7 +38,7 @@ def record(
     return (
         T0,
         PUPIL,
-        query(name, qtype),
+        query(name, qtype).key,
         decision,
         outcome,
         rcode,
@@ -85,7 +85,7 @@ def test_codes_and_hostile_names_are_written_safely() -> None:
         [
             record("nx.example", rcode=3, qtype=65280),
             record(".", rcode=2),
-            (T0, PUPIL, q, ALLOWED, Outcome.UPSTREAM, 0, 0.001, False),
+            (T0, PUPIL, q.key, ALLOWED, Outcome.UPSTREAM, 0, 0.001, False),
         ],
     )
     assert [(e.name, e.qtype, e.rcode) for e in made] == [
