@@ -116,20 +116,7 @@ class Alerts:
             self._forget_old(self._bypassed, now, self.settings.quiet_minutes * 60)
         self._bypassed[key] = now
         self.bypass_lookups += 1
-        return Event(
-            kind=EventKind.BYPASS,
-            time=now,
-            client_ip=client.address,
-            mac=client.mac,
-            hostname=client.hostname,
-            group=client.group.name,
-            name=query_name(query),
-            qtype=type_name(query.qtype),
-            action=decision.action.value,
-            categories=decision.categories,
-            rule=decision.rule,
-            data={"via": "lookup"},
-        )
+        return self._event(now, client, query, decision, None, {"via": "lookup"})
 
     def blocked(self, now: float, client: Client, query: Query, decision: Decision) -> Event | None:
         """Count a blocked lookup; the repeated-attempts alert when this one crosses the line."""
@@ -172,11 +159,12 @@ class Alerts:
         client: Client,
         query: Query,
         decision: Decision,
-        severity: Severity,
+        severity: Severity | None,
         data: dict[str, object],
     ) -> Event:
+        """An alert (with its severity) or, without one, a bypass event, about a query."""
         return Event(
-            kind=EventKind.ALERT,
+            kind=EventKind.ALERT if severity is not None else EventKind.BYPASS,
             time=now,
             client_ip=client.address,
             mac=client.mac,
