@@ -27,7 +27,12 @@ import msgspec
 
 from schoolgate.agent.activity.events import EventKind, StoredEvent
 from schoolgate.agent.activity.pseudonyms import PREFIX, PseudonymKeyError, Pseudonyms, load_key
-from schoolgate.agent.activity.store import ActivityStore, ActivityStoreError, EventFilter
+from schoolgate.agent.activity.store import (
+    COLUMNS,
+    ActivityStore,
+    ActivityStoreError,
+    EventFilter,
+)
 from schoolgate.agent.config import AgentConfig
 from schoolgate.agent.policy.decision import Action
 from schoolgate.agent.policy.identity import normalize_mac
@@ -38,24 +43,10 @@ ACTIONS: Final = (*(a.value for a in Action), "rewrite")
 PSEUDONYM: Final = re.compile(re.escape(PREFIX) + "[0-9a-f]{16}")
 _SPAN: Final = re.compile(r"(\d+)\s*([smhdw])")
 _SPAN_SECONDS: Final = {"s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
+# The store's columns, as an event names them, after the sequence number (no reversed name).
 CSV_COLUMNS: Final = (
     "seq",
-    "time",
-    "kind",
-    "client_ip",
-    "mac",
-    "hostname",
-    "group",
-    "name",
-    "qtype",
-    "action",
-    "categories",
-    "rule",
-    "rcode",
-    "latency_ms",
-    "cache_hit",
-    "severity",
-    "data",
+    *("group" if c == "grp" else c for c in COLUMNS if c != "rname"),
 )
 
 

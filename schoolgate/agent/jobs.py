@@ -33,6 +33,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
@@ -83,97 +84,67 @@ class Jobs:
             logger = logging.getLogger(name)
             logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
         self.scheduler = AsyncIOScheduler(timezone=UTC)
-        self.scheduler.add_job(
-            self._watch,
-            IntervalTrigger(seconds=WATCH_INTERVAL, timezone=UTC),
-            id="lists-watch",
-            coalesce=True,
-            max_instances=1,
-        )
-        self.scheduler.add_job(
-            self.agent.reload_if_changed,
-            IntervalTrigger(seconds=CONFIG_WATCH_INTERVAL, timezone=UTC),
-            id="config-watch",
-            coalesce=True,
-            max_instances=1,
-        )
         activity = self.agent.activity
-        self.scheduler.add_job(
-            activity.prune,
-            IntervalTrigger(seconds=RETENTION_INTERVAL, timezone=UTC),
-            id="activity-retention",
-            next_run_time=datetime.now(UTC) + timedelta(seconds=RETENTION_FIRST),
-            coalesce=True,
-            max_instances=1,
-        )
-        self.scheduler.add_job(
-            self._save_devices,
-            IntervalTrigger(seconds=MONITOR_SAVE_INTERVAL, timezone=UTC),
-            id="monitor-save",
-            coalesce=True,
-            max_instances=1,
-        )
-        self.scheduler.add_job(
-            activity.refresh_counts,
-            IntervalTrigger(seconds=COUNTS_INTERVAL, timezone=UTC),
-            id="activity-counts",
-            coalesce=True,
-            max_instances=1,
-        )
+        self._every(self._watch, WATCH_INTERVAL, "lists-watch")
+        self._every(self.agent.reload_if_changed, CONFIG_WATCH_INTERVAL, "config-watch")
+        self._every(activity.prune, RETENTION_INTERVAL, "activity-retention", RETENTION_FIRST)
+        self._every(self._save_devices, MONITOR_SAVE_INTERVAL, "monitor-save")
+        self._every(activity.refresh_counts, COUNTS_INTERVAL, "activity-counts")
         self.scheduler.start()
         self.reschedule()
+
+    def _every(
+        self,
+        job: Callable[[], Awaitable[object]],
+        seconds: float,
+        job_id: str,
+        first_in: float | None = None,
+    ) -> None:
+        """Run ``job`` every ``seconds`` (the first time after ``first_in`` seconds, if given),
+        replacing a job of the same id; a run that would overlap the last one is skipped."""
+        if self.scheduler is None:
+            return
+        first = (
+            {}
+            if first_in is None
+            else {"next_run_time": datetime.now(UTC) + timedelta(seconds=first_in)}
+        )
+        self.scheduler.add_job(
+            job,
+            IntervalTrigger(seconds=seconds, timezone=UTC),
+            id=job_id,
+            replace_existing=True,
+            coalesce=True,
+            max_instances=1,
+            **first,
+        )
 
     def _schedule_bandwidth(self) -> None:
         scheduler = self.scheduler
         if scheduler is None:
             return
-        if scheduler.get_job("monitor-bandwidth") is not None:
-            scheduler.remove_job("monitor-bandwidth")
         interval = self.agent.config.monitor.bandwidth_interval
         if interval:
-            scheduler.add_job(
-                self._bandwidth,
-                IntervalTrigger(seconds=interval, timezone=UTC),
-                id="monitor-bandwidth",
-                coalesce=True,
-                max_instances=1,
-            )
+            self._every(self._bandwidth, interval, "monitor-bandwidth")
+        elif scheduler.get_job("monitor-bandwidth") is not None:
+            scheduler.remove_job("monitor-bandwidth")
 
     async def _bandwidth(self) -> None:
         monitor = self.agent.monitor
         if monitor is not None:
             await monitor.bandwidth()
 
-    def _schedule_identity(self) -> None:
-        scheduler = self.scheduler
-        if scheduler is None:
-            return
-        scheduler.add_job(
-            self.agent.refresh_devices,
-            IntervalTrigger(seconds=self.agent.config.identity.refresh, timezone=UTC),
-            id="identity",
-            replace_existing=True,
-            coalesce=True,
-            max_instances=1,
-        )
-
     def reschedule(self) -> None:
         """(Re)plan the update job from the configuration and what is on disk."""
         scheduler = self.scheduler
         if scheduler is None:
             return
-        for job_id in ("lists-update", "lists-retry", "policy"):
+        for job_id in ("lists-update", "lists-retry"):
             if scheduler.get_job(job_id) is not None:
                 scheduler.remove_job(job_id)
-        self._schedule_identity()
+        self._every(self.agent.refresh_devices, self.agent.config.identity.refresh, "identity")
         self._schedule_bandwidth()
-        scheduler.add_job(
-            self.agent.policy_tick,
-            IntervalTrigger(seconds=POLICY_TICK, timezone=UTC),
-            id="policy",
-            coalesce=True,
-            max_instances=1,
-        )
+        self._every(self.agent.policy_tick, POLICY_TICK, "policy")
         config = self.agent.config
         if not config.updates.enabled or not config.remote_lists:
             return

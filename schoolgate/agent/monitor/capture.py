@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -98,6 +99,11 @@ class DeviceWatch:
             from scapy.sendrecv import AsyncSniffer  # noqa: PLC0415
         except ImportError as exc:  # not Linux, or scapy broken
             raise CaptureError(f"packet capture is not available here: {exc}") from None
+        if shutil.which("tcpdump") is None:
+            raise CaptureError(
+                "tcpdump is not installed; it builds the kernel's packet filter"
+                " (apt-get install tcpdump)"
+            )
         self._own = own_macs(self.interfaces)
         self._own_addresses = own_addresses()
         sockets = []
@@ -111,14 +117,7 @@ class DeviceWatch:
             ) from None
         except (OSError, ValueError, Scapy_Exception) as exc:
             self._close(sockets)
-            hint = (
-                " (is tcpdump installed? it builds the packet filter)"
-                if "filter" in str(exc).lower()
-                else ""
-            )
-            raise CaptureError(
-                f"cannot capture on {', '.join(self.interfaces)}: {exc}{hint}"
-            ) from None
+            raise CaptureError(f"cannot capture on {', '.join(self.interfaces)}: {exc}") from None
         self._sockets = sockets
         sniffer = AsyncSniffer(opened_socket=sockets, prn=self._packet, store=False)
         sniffer.start()
