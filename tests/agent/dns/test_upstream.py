@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -78,3 +80,36 @@ async def test_sockets_are_retired_and_replaced(upstream: FakeUpstream) -> None:
     assert len(answers) == 12
     assert all(isinstance(a, bytes) for a in answers)
     assert len(ports) >= 4  # 12 queries, 3 per socket: source ports keep changing
+
+
+class _Callback:
+    """A `done` callback that can be watched with a weak reference."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[bytes | UpstreamError] = []
+
+    def __call__(self, outcome: bytes | UpstreamError) -> None:
+        self.outcomes.append(outcome)
+
+
+@pytest.mark.asyncio
+async def test_an_answered_query_is_freed_before_its_timeout(upstream: FakeUpstream) -> None:
+    # The pool keeps a deadline for every query until its timeout: that deadline must not keep
+    # the answered query's callback (and all it refers to) alive for the rest of the timeout.
+    pool = UdpPool(upstream.host, upstream.port, Health(), timeout=30.0)
+    callback = _Callback()
+    watch = weakref.ref(callback)
+    try:
+        q = question("freed.example.org")
+        pool.send(build_query(0, q, 0x0100, False), q, callback)
+        for _ in range(100):
+            if callback.outcomes:
+                break
+            await asyncio.sleep(0.01)
+        assert len(callback.outcomes) == 1
+        assert isinstance(callback.outcomes[0], bytes)
+        del callback
+        gc.collect()
+        assert watch() is None
+    finally:
+        pool.close()
