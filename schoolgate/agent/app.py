@@ -362,14 +362,17 @@ def build_pipeline(
         fitted = fit(query, answer, reply)
         if (
             fitted is answer
+            and outcome is Outcome.CACHED
             and not stale
             and not (entry.cnames and cname_inspection)
             and len(answer) <= (query.udp_size or MIN_UDP_PAYLOAD)
         ):
+            # Memoized from the first cache hit on: most names a flood of misses brings in are
+            # never asked again, and their finished answers would only take up memory.
             # The entry is shared by every group, so only an answer that needs no policy check
             # of its own is memoized on it: one whose CNAME targets another group might block
             # must be checked for each client. It must also fit any transport.
-            entry.answers[query] = answer[2:]
+            entry.remember(query, answer[2:])
         answered(started, client, query, decision, outcome, fitted, outcome is Outcome.CACHED)
         return fitted
 
@@ -515,8 +518,8 @@ def build_pipeline(
             counters.cache_hits += 1
             if entry.second != now:
                 cache_touch(key, entry, now)
-            answer = entry.answers.get(query)
-            if answer is not None:
+            if entry.answer_for is query:
+                answer = entry.answer
                 # ``answered`` inlined: this is most queries.
                 client.group.tally.queries[cached_slot + query.type_index] += 1
                 seconds = monotonic() - started

@@ -32,7 +32,9 @@ from schoolgate.agent.stats import Outcome
 # (received, client, question key, decision, outcome, rcode, latency in seconds, from cache)
 QueryRecord = tuple[float, Client, bytes, Decision, Outcome, int, float, bool]
 
-_NAMES_LIMIT: Final = 50_000
+# The text of the names and decisions seen lately. A cache-hit mix repeats a few thousand names;
+# a flood of misses repeats none, so a bigger memo would only hold text that is never used again.
+_MEMO_LIMIT: Final = 8_192
 YIELD_EVERY: Final = 32
 _STALE: Final = msgspec.json.encode({"stale": True}).decode()
 _RCODES: Final = {code: rcode_name(code) for code in range(16)}
@@ -83,13 +85,13 @@ class EventMaker:
             return None
         names = self._names.get(key)
         if names is None:
-            if len(self._names) >= _NAMES_LIMIT:
+            if len(self._names) >= _MEMO_LIMIT:
                 self._names.clear()
             name = key_name(key)
             names = self._names[key] = (name, reversed_name(name), type_name(key_type(key)))
         said = self._decisions.get(decision)
         if said is None:
-            if len(self._decisions) >= _NAMES_LIMIT:
+            if len(self._decisions) >= _MEMO_LIMIT:
                 self._decisions.clear()
             said = self._decisions[decision] = (
                 decision.action.value,

@@ -21,8 +21,8 @@ from schoolgate.agent.dns.wire import (
     NOERROR,
     NXDOMAIN,
     ScannedResponse,
+    edns_header,
     patch_ttls,
-    set_arcount_plus_one,
 )
 
 # RFC 8767 4: the TTL of a stale answer; 30 seconds is the value it recommends.
@@ -42,16 +42,19 @@ class CacheSettings:
 class CacheEntry:
     """One cached response.
 
-    ``plain``/``edns`` are the bodies with TTLs counted down to second ``second``; ``answers``
-    holds, for that second, finished answers (all but the ID) per distinct query, so a repeated
-    question is answered with one concatenation.
+    ``plain`` is the body with TTLs counted down to second ``second`` and ``edns_head`` its
+    header for an answer with an OPT record. ``answer`` is, for that second, the finished answer
+    (all but the ID) to the query ``answer_for``, so a repeated question is answered with one
+    concatenation. One query is remembered, not a map of them: nearly every name is asked in one
+    form (the same flags and EDNS options), and a map cost more memory than the entry's body.
     """
 
     __slots__ = (
-        "answers",
+        "answer",
+        "answer_for",
         "body",
         "cnames",
-        "edns",
+        "edns_head",
         "expires",
         "offsets",
         "plain",
@@ -83,26 +86,34 @@ class CacheEntry:
         self.rcode = rcode
         self.second = -1
         self.plain = body
-        self.edns = b""
-        self.answers: dict[object, bytes] = {}
+        self.edns_head = b""
+        self.answer_for: object = None
+        self.answer = b""
 
     def bodies(self, now: int) -> tuple[bytes, bytes]:
-        """(body without OPT, body ready for an OPT) with TTLs as of second ``now``."""
+        """(body, its header for an answer with OPT) with TTLs as of second ``now``."""
         if self.second != now:
             self.count_down(now)
-        return self.plain, self.edns
+        return self.plain, self.edns_head
 
     def count_down(self, now: int) -> None:
-        """Make the bodies for second ``now``; answers of earlier seconds are dropped."""
+        """Make the body for second ``now``; the answer of an earlier second is dropped."""
         self.plain = patch_ttls(self.body, self.offsets, self.ttls, now - self.stored)
-        self.edns = set_arcount_plus_one(self.plain)
-        self.answers = {}
+        self.edns_head = edns_header(self.plain)
+        self.answer_for = None
+        self.answer = b""
         self.second = now
 
+    def remember(self, query: object, answer: bytes) -> None:
+        """Keep ``answer`` (all but the ID) as this second's answer to ``query``."""
+        self.answer_for = query
+        self.answer = answer
+
     def stale_bodies(self) -> tuple[bytes, bytes]:
-        """The bodies with every TTL set to the stale-answer TTL."""
+        """The body (and its header for an answer with OPT) with every TTL set to the
+        stale-answer TTL."""
         plain = patch_ttls(self.body, self.offsets, [STALE_ANSWER_TTL] * len(self.ttls), 0)
-        return plain, set_arcount_plus_one(plain)
+        return plain, edns_header(plain)
 
 
 class AnswerCache:
@@ -170,7 +181,7 @@ class AnswerCache:
         if ttls is scanned.ttls:
             # Nothing was clamped: the body as received is already right for this second.
             entry.plain = entry.body
-            entry.edns = set_arcount_plus_one(entry.body)
+            entry.edns_head = edns_header(entry.body)
             entry.second = now
         entries = self._entries
         entries[key] = entry

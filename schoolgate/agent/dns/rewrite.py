@@ -23,9 +23,9 @@ from schoolgate.agent.dns.wire import (
     RD,
     SERVFAIL,
     Query,
+    edns_header,
     header_response,
     parse_query,
-    set_arcount_plus_one,
     splice,
 )
 
@@ -84,20 +84,16 @@ class Rewriter:
         (SERVFAIL when there is no entry: every upstream failed)."""
         if entry is None:
             return header_response(data, query, SERVFAIL)
-        if not stale:
-            memoized = entry.answers.get(query)
-            if memoized is not None:
-                return data[:2] + memoized
+        if not stale and entry.answer_for is query:
+            return data[:2] + entry.answer
         plain, _ = entry.stale_bodies() if stale else entry.bodies(now)
         try:
             body = self._body(query, target, plain)
         except (DNSError, ValueError, IndexError):
             return header_response(data, query, SERVFAIL)
-        answer = splice(
-            data, query, body, set_arcount_plus_one(body), OPT_DO if query.do else OPT_PLAIN
-        )
+        answer = splice(data, query, body, edns_header(body), OPT_DO if query.do else OPT_PLAIN)
         if not stale:
-            entry.answers[query] = answer[2:]
+            entry.remember(query, answer[2:])
         return answer
 
     def _body(self, query: Query, target: bytes, plain: bytes) -> bytes:

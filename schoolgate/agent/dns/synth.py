@@ -22,8 +22,8 @@ from schoolgate.agent.dns.wire import (
     TYPE_AAAA,
     Query,
     ede_option,
+    edns_header,
     opt_record,
-    set_arcount_plus_one,
     splice,
     wire_to_text,
 )
@@ -54,7 +54,7 @@ class BlockSettings:
     blockpage_ipv6: tuple[str, ...] = field(default_factory=tuple)
 
 
-_Answers = tuple[bytes, bytes, bytes, bytes]  # plain, edns-ready, OPT without DO, OPT with DO
+_Answers = tuple[bytes, bytes, bytes, bytes]  # plain, its EDNS header, OPT without DO, with DO
 
 
 def block_addresses(settings: BlockSettings, qtype: int) -> tuple[str, ...]:
@@ -116,7 +116,7 @@ class BlockAnswers:
         ede = ede_option(s.ede_code, text)
         return (
             plain,
-            set_arcount_plus_one(plain),
+            edns_header(plain),
             opt_record(False, ede),
             opt_record(True, ede),
         )

@@ -537,10 +537,12 @@ def patch_ttls(body: bytes, offsets: list[int], ttls: list[int], age: int) -> by
     return bytes(out)
 
 
-def set_arcount_plus_one(body: bytes) -> bytes:
-    """``body`` with ARCOUNT raised by one, ready for an OPT record appended at its end."""
+def edns_header(body: bytes) -> bytes:
+    """The header of ``body`` after its ID (flags and counts), with ARCOUNT raised by one: what
+    an answer carrying an OPT record at its end starts with. Ten bytes are kept per stored
+    response rather than a second copy of it."""
     (ar,) = _U16.unpack_from(body, 10)
-    return body[:10] + _U16.pack(ar + 1) + body[12:]
+    return body[2:10] + _U16.pack(ar + 1)
 
 
 def build_query(qid: int, question: bytes, flags: int, do: bool) -> bytes:
@@ -550,14 +552,14 @@ def build_query(qid: int, question: bytes, flags: int, do: bool) -> bytes:
     )
 
 
-def splice(data: bytes, query: Query, plain: bytes, edns: bytes, opt: bytes) -> bytes:
+def splice(data: bytes, query: Query, plain: bytes, edns_head: bytes, opt: bytes) -> bytes:
     """A stored response made into the answer to datagram ``data``.
 
-    ``plain`` and ``edns`` are the same response (ID zero, no OPT) with ARCOUNT as is and raised
-    by one; the client's ID and its question, in its own letter case, are spliced in, and ``opt``
-    is appended when the client sent EDNS.
+    ``plain`` is the response (ID zero, no OPT) and ``edns_head`` its ``edns_header``; the
+    client's ID and its question, in its own letter case, are spliced in, and when the client
+    sent EDNS the header counts the OPT record ``opt`` appended at the end.
     """
     qend = query.qend
     if query.udp_size:
-        return data[:2] + edns[2:12] + query.question + edns[qend:] + opt
+        return data[:2] + edns_head + query.question + plain[qend:] + opt
     return data[:2] + plain[2:12] + query.question + plain[qend:]

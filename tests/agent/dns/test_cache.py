@@ -18,6 +18,7 @@ from schoolgate.agent.dns.wire import (
     REFUSED,
     SERVFAIL,
     ScannedResponse,
+    edns_header,
     parse_query,
     scan_response,
     splice,
@@ -318,11 +319,10 @@ def test_stale_bodies_carry_the_stale_answer_ttl() -> None:
     )
     entry = cache.put(key, scanned, NOW)
     assert entry is not None
-    plain, edns = entry.stale_bodies()
+    plain, edns_head = entry.stale_bodies()
     assert STALE_ANSWER_TTL == 30
     assert body_ttls(plain) == [30, 30]
-    assert arcount(edns) == arcount(plain) + 1
-    assert plain[12:] == edns[12:]
+    assert edns_head == edns_header(plain)
 
 
 # --- counting TTLs down --------------------------------------------------------------------------
@@ -334,11 +334,9 @@ def test_bodies_count_ttls_down_per_second() -> None:
     entry = cache.put(key, scanned, NOW)
     assert entry is not None
     for age in (0, 1, 2, 99, 100, 101, 299, 300, 5000):
-        plain, edns = entry.bodies(NOW + age)
+        plain, edns_head = entry.bodies(NOW + age)
         assert body_ttls(plain) == [max(0, 300 - age), max(0, 100 - age)]
-        assert arcount(edns) == arcount(plain) + 1
-        assert edns[:10] == plain[:10]
-        assert edns[12:] == plain[12:]
+        assert edns_head == edns_header(plain)
 
 
 def test_bodies_are_made_once_a_second() -> None:
@@ -347,13 +345,14 @@ def test_bodies_are_made_once_a_second() -> None:
     entry = cache.put(key, scanned, NOW)
     assert entry is not None
     first = entry.bodies(NOW + 3)
-    entry.answers["client"] = b"finished answer"
+    client = object()
+    entry.remember(client, b"finished answer")
     again = entry.bodies(NOW + 3)
     assert again[0] is first[0]
-    assert entry.answers == {"client": b"finished answer"}
+    assert entry.answer_for is client and entry.answer == b"finished answer"
     later = entry.bodies(NOW + 4)
     assert later[0] is not first[0]
-    assert entry.answers == {}  # answers of an earlier second are dropped
+    assert entry.answer_for is None  # the answer of an earlier second is dropped
     assert entry.second == NOW + 4
 
 
@@ -368,7 +367,8 @@ def test_get_counts_down_once_per_second() -> None:
     assert cache.get(key, NOW + 7) is entry
     assert entry.second == NOW + 7
     assert body_ttls(entry.plain) == [293]
-    assert arcount(entry.edns) == 1
+    assert entry.edns_head == edns_header(entry.plain)
+    assert arcount(entry.plain) == 0
 
 
 def test_a_cache_hit_spliced_for_a_client() -> None:
@@ -403,9 +403,9 @@ def test_transient_entry_is_not_kept_and_not_clamped() -> None:
     assert entry.stale_until == NOW
     assert entry.rcode == NXDOMAIN
     assert entry.ttls == [900]
-    plain, edns = entry.bodies(NOW)
+    plain, edns_head = entry.bodies(NOW)
     assert body_ttls(plain) == [900]
-    assert arcount(edns) == arcount(plain) + 1
+    assert edns_head == edns_header(plain)
 
 
 def test_transient_entry_for_an_uncacheable_answer() -> None:

@@ -59,6 +59,7 @@ from schoolgate.agent.dns.wire import (
     Query,
     build_query,
     ede_option,
+    edns_header,
     error_for,
     header_response,
     name_labels,
@@ -67,7 +68,6 @@ from schoolgate.agent.dns.wire import (
     patch_ttls,
     question_key,
     scan_response,
-    set_arcount_plus_one,
     splice,
     text_to_wire,
     truncated_response,
@@ -830,7 +830,7 @@ def _stored(query_for_upstream: bytes) -> tuple[bytes, bytes]:
     query, response = _answer_set()
     assert question_of(query) == question_of(query_for_upstream)
     s = scan_response(response, question_of(query))
-    return s.body, set_arcount_plus_one(s.body)
+    return s.body, edns_header(s.body)
 
 
 def test_splice_for_an_edns_client() -> None:
@@ -873,9 +873,9 @@ def test_splice_for_a_plain_client() -> None:
     ]
 
 
-def test_set_arcount_plus_one() -> None:
-    body = HEADER.pack(0, QR, 1, 0, 0, 0xFF) + b"rest"
-    assert set_arcount_plus_one(body) == HEADER.pack(0, QR, 1, 0, 0, 0x100) + b"rest"
+def test_edns_header_counts_one_more_additional_record() -> None:
+    body = HEADER.pack(0xABCD, QR, 1, 2, 3, 0xFF) + b"rest"
+    assert edns_header(body) == HEADER.pack(0, QR, 1, 2, 3, 0x100)[2:]
 
 
 @pytest.mark.parametrize(("payload", "do"), [(None, False), (1232, False), (4096, True)])
