@@ -10,6 +10,7 @@ import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 from gen_lists import UPSTREAM_A, UPSTREAM_AAAA
@@ -154,11 +155,36 @@ def schoolgate_missing() -> str | None:
     return None if schoolgate_binary() else "schoolgate-agent is not installed in this venv"
 
 
+def schoolgate_config(home: Path) -> Path:
+    """The bundled configuration with the scheduled list update switched off.
+
+    With a fresh state directory the agent fetches its remote lists about half a minute after
+    it starts, and compiling them would land in whichever measured run it met (the update has
+    its own benchmark, update.py). Everything else is the bundled default a school starts from.
+    """
+    # Imported here: the harness also runs against the other servers without the agent installed.
+    from schoolgate.agent.config import BUNDLED_CONFIG
+
+    text = resources.files("schoolgate.filter_lists").joinpath(BUNDLED_CONFIG).read_text()
+    if "\n[updates]\n" not in text:
+        raise RuntimeError("the bundled configuration has no [updates] table to switch off")
+    config = home / "agent.toml"
+    config.write_text(text.replace("\n[updates]\n", "\n[updates]\nenabled = false\n", 1))
+    return config
+
+
 def schoolgate_common(list_path: Path, home: Path) -> list[str]:
-    """The list and state-dir flags shared by `run` and `lists compile`."""
+    """The config, list and state-dir flags shared by `run` and `lists compile`."""
     state = home / "state"
     state.mkdir(parents=True, exist_ok=True)
-    return ["--list", f"adult={list_path}", "--state-dir", str(state)]
+    return [
+        "--config",
+        str(schoolgate_config(home)),
+        "--list",
+        f"adult={list_path}",
+        "--state-dir",
+        str(state),
+    ]
 
 
 def schoolgate_required() -> Path:
