@@ -38,6 +38,9 @@ from servers import nsd_argv
 from schoolgate.agent.dns.wire import text_to_wire
 
 DATA = Path(__file__).resolve().parent / "data"
+# The network monitor is off: it would watch whichever interface of the machine has a private
+# address (scapy and its capture threads, about 35 MB), so the RSS figure would depend on the
+# machine. This run measures the activity log.
 AGENT = [sys.executable, "-m", "schoolgate.agent.cli"]
 CONFIG = """
 [server]
@@ -51,6 +54,8 @@ defaults = false
 neighbours = false
 [metrics]
 listen = "127.0.0.1:{metrics}"
+[monitor]
+enabled = false
 [[lists]]
 name = "bench"
 category = "adult"
