@@ -4,10 +4,8 @@ checked by promtool as Prometheus itself would read it."""
 from __future__ import annotations
 
 import platform
-import shutil
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import dns.message
@@ -18,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import AgentFactory
 from tests.support.agent import AgentThread
-from tests.support.process import free_port, running_agent
+from tests.support.process import free_port, promtool, running_agent
 from tests.support.upstream import FakeUpstream
 from tests.support.waiting import wait_for
 
@@ -68,12 +66,6 @@ def value(
     found: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
 ) -> float:
     return found[(name, tuple(sorted(labels.items())))]
-
-
-def promtool() -> str | None:
-    return shutil.which("promtool") or shutil.which(
-        "promtool", path=str(Path(sys.executable).parent)
-    )
 
 
 def test_queries_blocks_cache_and_upstreams_are_counted(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +16,13 @@ from pathlib import Path
 import dns.exception
 import dns.message
 import dns.query
+
+
+def promtool() -> str | None:
+    """Prometheus's checker: on PATH, or where ./dev test puts it (beside the venv's python)."""
+    return shutil.which("promtool") or shutil.which(
+        "promtool", path=str(Path(sys.executable).parent)
+    )
 
 
 def free_port() -> int:

@@ -1,0 +1,1 @@
+"""The collector's database: the tables, the engine, migrations and daily partitions."""

@@ -1,0 +1,76 @@
+"""The collector's Prometheus metrics, served on ``/metrics`` of its own HTTP port.
+
+Labels come from bounded sets only: an outcome, or a site's configured name (a district has
+tens or hundreds of sites, each registered by hand).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+from schoolgate import __version__
+
+BATCH_OUTCOMES = ("accepted", "replayed", "rejected", "unauthorized", "failed")
+EVENT_OUTCOMES = ("inserted", "duplicate", "expired", "rejected")
+_INSERT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _Sites(Collector):
+    """Each site's last batch, as a gauge a dashboard can alert on ("not heard from")."""
+
+    def __init__(self) -> None:
+        self.last_seen: dict[str, float] = {}
+
+    def collect(self) -> Iterable[GaugeMetricFamily | InfoMetricFamily]:
+        gauge = GaugeMetricFamily(
+            "schoolgate_collector_site_last_seen_timestamp_seconds",
+            "When each site's last batch was accepted (Unix time).",
+            labels=["site"],
+        )
+        for site, seen in sorted(self.last_seen.items()):
+            gauge.add_metric([site], seen)
+        yield gauge
+        yield InfoMetricFamily(
+            "schoolgate_build", "The collector's version.", value={"version": __version__}
+        )
+
+
+class CollectorMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.batches = Counter(
+            "schoolgate_collector_ingest_batches",
+            "Event batches received, by what became of them.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "schoolgate_collector_ingest_events",
+            "Events received in batches, by what became of them.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.insert_seconds = Histogram(
+            "schoolgate_collector_insert_seconds",
+            "Time to record one batch in the database.",
+            buckets=_INSERT_BUCKETS,
+            registry=self.registry,
+        )
+        self.db_errors = Counter(
+            "schoolgate_collector_db_errors",
+            "Database operations that failed (the batch was answered 503 and is sent again).",
+            registry=self.registry,
+        )
+        # Children bound once, and every outcome shown from the start (at zero).
+        self.batch = {o: self.batches.labels(o) for o in BATCH_OUTCOMES}
+        self.event = {o: self.events.labels(o) for o in EVENT_OUTCOMES}
+        self.sites = _Sites()
+        self.registry.register(self.sites)
+
+    def seen(self, site: str, when: float | None = None) -> None:
+        self.sites.last_seen[site] = time.time() if when is None else when

@@ -1,0 +1,240 @@
+"""The collector's store, behind one interface: what the API and the CLI may ask of it.
+
+``Repository`` is the interface; ``SqlRepository`` keeps everything in one SQL database
+through SQLAlchemy Core (SQLite or PostgreSQL). A bigger store can follow by implementing the
+same methods. Every method is synchronous and short; the web app calls them in worker threads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+import msgspec
+from sqlalchemy import Engine, Table, delete, func, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from schoolgate.agent.activity.store import categories_text, reversed_name
+from schoolgate.event_batch import ShippedEvent
+from schoolgate.server.db.engine import is_postgresql
+from schoolgate.server.db.partitions import Partitions
+from schoolgate.server.db.schema import Event, IngestBatch, Site
+from schoolgate.server.tokens import new_token, token_hash
+
+_events = cast(Table, Event.__table__)
+_batches = cast(Table, IngestBatch.__table__)
+_sites = cast(Table, Site.__table__)
+_json = msgspec.json.Encoder()
+# Rows a statement inserts at most: SQLite allows 32,766 parameters, 21 columns a row.
+_ROWS_PER_STATEMENT = 1_000
+_PRUNE_SLICE = 10_000
+
+
+class SiteExists(ValueError):
+    """A site of that name is already registered."""
+
+
+@dataclass(frozen=True)
+class SiteRef:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    id: int
+    name: str
+    created: float
+    last_seen: float | None
+    events: int
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """What became of a batch: events inserted, already held, too old to keep."""
+
+    inserted: int
+    duplicates: int
+    expired: int
+    replayed: bool  # the same Idempotency-Key was accepted before: nothing was written
+
+
+class Repository(Protocol):
+    def add_site(self, name: str) -> tuple[SiteRef, str]: ...
+
+    def sites(self) -> list[SiteInfo]: ...
+
+    def site_for_token(self, token: str) -> SiteRef | None: ...
+
+    def ingest(
+        self, site: SiteRef, key: str, events: Sequence[ShippedEvent], keep_after: float
+    ) -> Ingested: ...
+
+    def prune(self, before: float) -> int: ...
+
+    def count_events(self, site_id: int | None = None) -> int: ...
+
+
+def event_values(site_id: int, event: ShippedEvent, received: float) -> dict[str, Any]:
+    """The row of ``events`` for one shipped event."""
+    return {
+        "site_id": site_id,
+        "seq": event.seq,
+        "time": event.time,
+        "kind": event.kind.value,
+        "client_ip": event.client_ip,
+        "mac": event.mac,
+        "hostname": event.hostname,
+        "grp": event.group,
+        "name": event.name,
+        "rname": reversed_name(event.name),
+        "qtype": event.qtype,
+        "action": event.action,
+        "category": event.categories[0] if event.categories else "",
+        "categories": categories_text(event.categories),
+        "rule": event.rule,
+        "rcode": event.rcode,
+        "latency_ms": event.latency_ms,
+        "cache_hit": event.cache_hit,
+        "severity": event.severity.value if event.severity is not None else None,
+        "data": _json.encode(event.data).decode() if event.data else "",
+        "received": received,
+    }
+
+
+class SqlRepository:
+    """The store in one SQL database (SQLite or PostgreSQL), through SQLAlchemy Core."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.postgresql = is_postgresql(engine)
+        self.partitions = Partitions(engine) if self.postgresql else None
+        self._insert = postgresql.insert if self.postgresql else sqlite.insert
+
+    # --- sites ------------------------------------------------------------------------------
+
+    def add_site(self, name: str) -> tuple[SiteRef, str]:
+        """Register a site; its token, to be shown once (only its hash is kept)."""
+        token = new_token()
+        try:
+            with self.engine.begin() as conn:
+                site_id = conn.execute(
+                    _sites.insert()
+                    .values(name=name, token_hash=token_hash(token), created=time.time())
+                    .returning(_sites.c.id)
+                ).scalar_one()
+        except IntegrityError:
+            raise SiteExists(f"a site named {name!r} exists already") from None
+        return SiteRef(site_id, name), token
+
+    def sites(self) -> list[SiteInfo]:
+        counts = (
+            select(_events.c.site_id, func.count().label("n"))
+            .group_by(_events.c.site_id)
+            .subquery()
+        )
+        query = (
+            select(_sites.c.id, _sites.c.name, _sites.c.created, _sites.c.last_seen, counts.c.n)
+            .outerjoin(counts, counts.c.site_id == _sites.c.id)
+            .order_by(_sites.c.name)
+        )
+        with self.engine.connect() as conn:
+            return [
+                SiteInfo(row.id, row.name, row.created, row.last_seen, row.n or 0)
+                for row in conn.execute(query)
+            ]
+
+    def site_for_token(self, token: str) -> SiteRef | None:
+        query = select(_sites.c.id, _sites.c.name).where(_sites.c.token_hash == token_hash(token))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return SiteRef(row.id, row.name) if row is not None else None
+
+    # --- events -----------------------------------------------------------------------------
+
+    def ingest(
+        self, site: SiteRef, key: str, events: Sequence[ShippedEvent], keep_after: float
+    ) -> Ingested:
+        """Insert a batch once: a key seen before, or events held already, insert nothing.
+
+        Events older than ``keep_after`` (the retention period) are counted and not kept.
+        The batch's key, its events and the site's last-seen time are one transaction, so a
+        batch is either wholly recorded or not at all, and a retry after a lost answer finds
+        it by its key.
+        """
+        now = time.time()
+        with self.engine.connect() as conn:
+            seen = conn.execute(
+                select(_batches.c.events).where(
+                    _batches.c.site_id == site.id, _batches.c.key == key
+                )
+            ).first()
+        if seen is not None:
+            return Ingested(0, 0, 0, replayed=True)
+        kept = [e for e in events if e.time >= keep_after]
+        if self.partitions is not None and kept:
+            self.partitions.ensure(e.time for e in kept)
+        rows = [event_values(site.id, e, now) for e in kept]
+        inserted = 0
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    _batches.insert().values(
+                        site_id=site.id, key=key, received=now, events=len(events), inserted=0
+                    )
+                )
+                for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+                    chunk = rows[start : start + _ROWS_PER_STATEMENT]
+                    # RETURNING counts what went in: psycopg gives no rowcount for it.
+                    statement = (
+                        self._insert(_events)
+                        .values(chunk)
+                        .on_conflict_do_nothing()
+                        .returning(_events.c.seq)
+                    )
+                    inserted += len(conn.execute(statement).all())
+                conn.execute(
+                    update(_batches)
+                    .where(_batches.c.site_id == site.id, _batches.c.key == key)
+                    .values(inserted=inserted)
+                )
+                conn.execute(update(_sites).where(_sites.c.id == site.id).values(last_seen=now))
+        except IntegrityError:
+            # The same key, committed by a concurrent request between the check and here.
+            return Ingested(0, 0, 0, replayed=True)
+        return Ingested(inserted, len(kept) - inserted, len(events) - len(kept), replayed=False)
+
+    def count_events(self, site_id: int | None = None) -> int:
+        query = select(func.count()).select_from(_events)
+        if site_id is not None:
+            query = query.where(_events.c.site_id == site_id)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def prune(self, before: float) -> int:
+        """Remove events older than ``before`` and the batch keys of the same age.
+
+        PostgreSQL drops whole days (partitions); SQLite deletes rows in slices so that
+        ingest never waits long behind it. How many partitions or rows went.
+        """
+        gone = 0
+        if self.partitions is not None:
+            gone = len(self.partitions.drop_before(before))
+        else:
+            # By rowid, a slice at a time: SQLite has no DELETE ... LIMIT by default.
+            slice_of_old = text(
+                "DELETE FROM events WHERE rowid IN "
+                "(SELECT rowid FROM events WHERE time < :before LIMIT :n)"
+            )
+            while True:
+                with self.engine.begin() as conn:
+                    went = conn.execute(slice_of_old, {"before": before, "n": _PRUNE_SLICE})
+                gone += went.rowcount
+                if went.rowcount < _PRUNE_SLICE:
+                    break
+        with self.engine.begin() as conn:
+            conn.execute(delete(_batches).where(_batches.c.received < before))
+        return gone

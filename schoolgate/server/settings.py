@@ -1,0 +1,133 @@
+"""The collector's configuration: one TOML file, every key optional.
+
+```toml
+[server]
+listen = "127.0.0.1:8480"       # ADDR:PORT for the API and /metrics
+state_dir = "/var/lib/schoolgate-collector"
+
+[database]
+url = "postgresql://collector@db.example/schoolgate"   # default: SQLite in state_dir
+
+[ingest]
+max_batch_bytes = 8388608       # a gzipped batch, at most
+max_batch_events = 50000
+max_future_seconds = 300        # how far ahead of our clock an event's time may be
+
+[retention]
+days = 365
+```
+
+Without a file, ``run`` serves on 127.0.0.1:8480 with SQLite under the user's state directory:
+the embedded default the quick start uses.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+
+from schoolgate.agent.config import ConfigError, parse_address
+from schoolgate.event_batch import BatchLimits
+from schoolgate.server.db.engine import DatabaseUrlError, database_url
+
+DEFAULT_LISTEN = "127.0.0.1:8480"
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ServerSection(_Section):
+    listen: str = DEFAULT_LISTEN
+    state_dir: str = ""
+
+
+class DatabaseSection(_Section):
+    url: str = ""
+
+
+class IngestSection(_Section):
+    max_batch_bytes: Annotated[int, msgspec.Meta(ge=1024, le=256 * 1024 * 1024)] = 8 * 1024 * 1024
+    max_batch_events: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 50_000
+    max_future_seconds: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 300.0
+
+
+class RetentionSection(_Section):
+    days: Annotated[int, msgspec.Meta(ge=1, le=3_650)] = 365
+
+
+class _Raw(_Section):
+    server: ServerSection = msgspec.field(default_factory=ServerSection)
+    database: DatabaseSection = msgspec.field(default_factory=DatabaseSection)
+    ingest: IngestSection = msgspec.field(default_factory=IngestSection)
+    retention: RetentionSection = msgspec.field(default_factory=RetentionSection)
+
+
+@dataclass(frozen=True)
+class CollectorSettings:
+    listen: tuple[str, int]
+    state_dir: Path
+    database_url: str
+    limits: BatchLimits
+    max_future_seconds: float
+    retention_days: int
+
+    @property
+    def retention_seconds(self) -> float:
+        return self.retention_days * 86_400.0
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "schoolgate-collector"
+
+
+def load(path: Path | None) -> CollectorSettings:
+    """The settings in ``path`` (None: every default); ``ConfigError`` names a bad key."""
+    shown = str(path) if path is not None else "(defaults)"
+    text = ""
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(shown, "", None, f"cannot read: {exc.strerror}") from None
+    return parse(text, shown, path.parent if path is not None else Path.cwd())
+
+
+def parse(text: str, shown: str, base: Path) -> CollectorSettings:
+    try:
+        raw = msgspec.convert(tomllib.loads(text), _Raw)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(shown, "", None, f"not valid TOML: {exc}") from None
+    except msgspec.ValidationError as exc:
+        raise ConfigError(shown, "", None, str(exc)) from None
+    try:
+        listen = parse_address(raw.server.listen)
+    except ValueError as exc:
+        raise ConfigError(shown, "server.listen", raw.server.listen, str(exc)) from None
+    state_dir = Path(raw.server.state_dir) if raw.server.state_dir else default_state_dir()
+    if not state_dir.is_absolute():
+        state_dir = base / state_dir
+    url = raw.database.url or f"sqlite:///{state_dir / 'collector.sqlite'}"
+    try:
+        database_url(url)
+    except DatabaseUrlError as exc:
+        raise ConfigError(shown, "database.url", url, str(exc)) from None
+    i = raw.ingest
+    return CollectorSettings(
+        listen=listen,
+        state_dir=state_dir,
+        database_url=url,
+        limits=BatchLimits(
+            max_compressed_bytes=i.max_batch_bytes,
+            max_bytes=i.max_batch_bytes * 16,
+            max_events=i.max_batch_events,
+        ),
+        max_future_seconds=i.max_future_seconds,
+        retention_days=raw.retention.days,
+    )
