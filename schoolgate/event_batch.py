@@ -111,9 +111,14 @@ def ndjson(events: Iterable[ShippedEvent]) -> bytes:
     return b"".join(_encoder.encode(e) + b"\n" for e in events)
 
 
+def compress(raw: bytes, level: int = 6) -> bytes:
+    """The gzipped body of a batch whose NDJSON is ``raw``."""
+    return gzip.compress(raw, compresslevel=level, mtime=0)
+
+
 def encode_batch(events: Iterable[ShippedEvent], level: int = 6) -> bytes:
     """The gzipped body of a batch."""
-    return gzip.compress(ndjson(events), compresslevel=level, mtime=0)
+    return compress(ndjson(events), level)
 
 
 def unpack(body: bytes, gzipped: bool, limits: BatchLimits) -> bytes:

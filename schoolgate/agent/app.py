@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 from schoolgate.agent.activity.alerts import Alerts
 from schoolgate.agent.activity.buffer import EventBuffer
 from schoolgate.agent.activity.service import ActivityLog
+from schoolgate.agent.activity.uploader import Uploader
 from schoolgate.agent.config import AgentConfig, ConfigError
 from schoolgate.agent.dns.cache import AnswerCache, CacheEntry, CacheSettings
 from schoolgate.agent.dns.forward import Forwarder
@@ -584,6 +585,7 @@ class Agent:
         self.recording = Recording(Tallies(), self.activity.buffer, self.activity.alerts, {})
         self.metrics: MetricsServer | None = None
         self.monitor: NetworkMonitor | None = None
+        self.uploader: Uploader | None = None
         self.started_at = time.time()
 
     async def start(self) -> None:
@@ -609,6 +611,7 @@ class Agent:
         await self._start_blockpage(self.config)
         await self._start_metrics(self.config)
         await self._start_monitor(self.config)
+        self._start_uploader(self.config)
         self.jobs.start()
         # Everything made while starting lives as long as the process: keep it out of the
         # collector's full passes, whose pauses would otherwise show in answer latency.
@@ -765,6 +768,16 @@ class Agent:
         if await monitor.start():
             self.monitor = monitor
 
+    def _start_uploader(self, config: AgentConfig) -> None:
+        if config.upload is not None:
+            self.uploader = Uploader(config.upload, self.activity.store, self.activity.buffer)
+            self.uploader.start()
+
+    async def _stop_uploader(self) -> None:
+        if self.uploader is not None:
+            await self.uploader.stop()
+            self.uploader = None
+
     async def _stop_monitor(self) -> None:
         if self.monitor is not None:
             await self.monitor.stop()
@@ -905,6 +918,9 @@ class Agent:
         ):
             await self._stop_monitor()
             await self._start_monitor(config)
+        if config.upload != old.upload:
+            await self._stop_uploader()
+            self._start_uploader(config)
         self.jobs.reschedule()
         log.info("reloaded: %d names, build %s", lists.count, lists.build_id)
         return True
@@ -1077,6 +1093,7 @@ class Agent:
         """Stop reading, answer what is in flight (up to ``grace`` seconds), close."""
         await self.jobs.stop()
         await self._stop_monitor()
+        await self._stop_uploader()
         self._close_listeners()
         if self.blockpage is not None:
             await self.blockpage.stop()

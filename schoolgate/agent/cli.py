@@ -195,6 +195,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ADDR:PORT",
         help="serve Prometheus metrics here (replaces metrics.listen)",
     )
+    run.add_argument(
+        "--collector", metavar="URL", help="ship events to this collector (collector.url)"
+    )
+    run.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="the site's token for the collector (collector.token_file)",
+    )
+    run.add_argument(
+        "--site", metavar="NAME", help="the site's name on the collector (collector.site)"
+    )
 
     check = sub.add_parser("check", help="explain what the filter does with a name")
     config_arg(check)
@@ -275,6 +287,16 @@ def _loader(args: argparse.Namespace) -> Any:
             raw.setdefault("upstream", {})["servers"] = list(args.upstream)
         if getattr(args, "metrics", None):
             raw.setdefault("metrics", {})["listen"] = args.metrics
+        collector = {
+            "url": getattr(args, "collector", None),
+            "site": getattr(args, "site", None),
+            "token_file": (
+                str(args.token_file.resolve()) if getattr(args, "token_file", None) else None
+            ),
+        }
+        for key, value in collector.items():
+            if value:
+                raw.setdefault("collector", {})[key] = value
         if args.state_dir is not None:
             server["state_dir"] = str(args.state_dir.resolve())
         known = taxonomy_mod.bundled()

@@ -28,16 +28,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from schoolgate.agent.activity.alerts import AlertSettings
-from schoolgate.agent.activity.settings import ActivitySettings
+from schoolgate.agent.activity.settings import ActivitySettings, UploadSettings
 from schoolgate.agent.config_activity import (
     ActivitySection,
     AlertsSection,
+    CollectorSection,
     MetricsSection,
     MonitorSection,
     activity_settings,
     alert_settings,
     metrics_listen,
     monitor_settings,
+    upload_settings,
 )
 from schoolgate.agent.config_lines import key_line, key_path
 from schoolgate.agent.dns.upstream import UpstreamSpec, parse_upstream
@@ -261,6 +263,7 @@ class _RawConfig(_Section):
     updates: UpdatesSection = msgspec.field(default_factory=UpdatesSection)
     activity: ActivitySection = msgspec.field(default_factory=ActivitySection)
     alerts: AlertsSection = msgspec.field(default_factory=AlertsSection)
+    collector: CollectorSection = msgspec.field(default_factory=CollectorSection)
     metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
     monitor: MonitorSection = msgspec.field(default_factory=MonitorSection)
 
@@ -371,6 +374,7 @@ class AgentConfig:
     alerts: AlertSettings = field(default_factory=AlertSettings)
     metrics_listen: tuple[str, int] | None = None  # None: no metrics endpoint
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
+    upload: UploadSettings | None = None  # None: no collector, events stay on the box
     config_file: Path | None = None  # None: the bundled default, or text parsed directly
 
     @property
@@ -685,6 +689,7 @@ def _check(c: _RawConfig, file: str, base: Path) -> AgentConfig:
         monitor=monitor_settings(
             fail, c.monitor, normalize_mac, (mac for g in groups for mac in g.rule.macs)
         ),
+        upload=upload_settings(fail, c.collector, lambda value: _resolve(base, value)),
     )
 
 

@@ -1,18 +1,21 @@
 """The configuration of what the agent records and reports: ``[activity]``, ``[alerts]``,
-``[metrics]`` and ``[monitor]``. Read as part of the one configuration file (``config.py``),
-checked here."""
+``[collector]``, ``[metrics]`` and ``[monitor]``. Read as part of the one configuration file
+(``config.py``), checked here."""
 
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, Final, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
 from schoolgate.agent.activity.alerts import AlertSettings
-from schoolgate.agent.activity.settings import ActivitySettings, QueryLogging
+from schoolgate.agent.activity.settings import ActivitySettings, QueryLogging, UploadSettings
 from schoolgate.agent.monitor.settings import MonitorSettings
 
 Fail = Callable[[str, Any, str], Exception]
@@ -34,6 +37,18 @@ class AlertsSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     repeated_blocks: int = 20
     repeated_minutes: float = 5.0
     quiet_minutes: float = 10.0
+
+
+class CollectorSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    url: str = ""
+    site: str = ""
+    token_file: str = ""
+    ca_file: str = ""
+    batch_events: int = 2_000
+    batch_bytes: int = 4 * 1024 * 1024
+    spool_max_events: int = 5_000_000
+    spool_max_days: float = 7.0
+    timeout: float = 30.0
 
 
 class MetricsSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -94,6 +109,66 @@ def alert_settings(fail: Fail, section: AlertsSection) -> AlertSettings:
         repeated_blocks=section.repeated_blocks,
         repeated_minutes=section.repeated_minutes,
         quiet_minutes=section.quiet_minutes,
+    )
+
+
+_SITE: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_LOOPBACK_HOSTS: Final = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+def upload_settings(
+    fail: Fail, section: CollectorSection, resolve: Callable[[str], Path]
+) -> UploadSettings | None:
+    """``[collector]`` checked; None when no collector is configured."""
+    if not section.url:
+        for key in ("site", "token_file", "ca_file"):
+            if getattr(section, key):
+                raise fail(f"collector.{key}", getattr(section, key), "set collector.url too")
+        return None
+    url = urlsplit(section.url)
+    if url.scheme not in ("https", "http") or not url.hostname or url.query or url.fragment:
+        raise fail("collector.url", section.url, "expected https://HOST[:PORT][/PATH]")
+    if url.scheme == "http" and url.hostname not in _LOOPBACK_HOSTS:
+        raise fail(
+            "collector.url",
+            section.url,
+            "events name pupils' devices: use https:// (plain http only to this machine)",
+        )
+    if not _SITE.match(section.site):
+        raise fail(
+            "collector.site",
+            section.site,
+            "the site's name as registered on the collector: 1-64 lowercase letters, digits,"
+            " dots, dashes or underscores",
+        )
+    if not section.token_file:
+        raise fail("collector.token_file", section.token_file, "the file with the site's token")
+    token_file = resolve(section.token_file)
+    if not os.access(token_file, os.R_OK):
+        raise fail("collector.token_file", section.token_file, "cannot be read")
+    ca_file = resolve(section.ca_file) if section.ca_file else None
+    if ca_file is not None and not os.access(ca_file, os.R_OK):
+        raise fail("collector.ca_file", section.ca_file, "cannot be read")
+    for key, low, high in (
+        ("batch_events", 1, 50_000),
+        ("batch_bytes", 4096, 64 * 1024 * 1024),
+        ("spool_max_events", 1_000, 1_000_000_000),
+        ("spool_max_days", 0.01, 3_650),
+        ("timeout", 1, 600),
+    ):
+        value = getattr(section, key)
+        if not low <= value <= high or (isinstance(value, float) and not math.isfinite(value)):
+            raise fail(f"collector.{key}", value, f"must be from {low:g} to {high:g}")
+    return UploadSettings(
+        url=section.url.rstrip("/"),
+        site=section.site,
+        token_file=token_file,
+        ca_file=ca_file,
+        batch_events=section.batch_events,
+        batch_bytes=section.batch_bytes,
+        spool_max_events=section.spool_max_events,
+        spool_max_days=section.spool_max_days,
+        timeout=section.timeout,
     )
 
 

@@ -89,6 +89,7 @@ class AgentCollector(Collector):
         yield from self._cache_and_upstreams()
         yield from self._lists()
         yield from self._activity()
+        yield from self._upload()
         yield from self._monitor()
         yield from self._blockpage()
 
@@ -245,6 +246,55 @@ class AgentCollector(Collector):
         )
         updated.add_metric([], max(successes, default=0.0))
         yield updated
+
+    def _upload(self) -> Iterator[Metric]:
+        """The shipping to the collector; nothing when no collector is configured."""
+        uploader = self.agent.uploader
+        if uploader is None:
+            return
+        c = uploader.counters
+        batches = CounterMetricFamily(
+            "schoolgate_upload_batches",
+            "Batches sent to the collector, by outcome (sent, retried, quarantined,"
+            " refused_token).",
+            labels=["outcome"],
+        )
+        for outcome, count in c.batches.items():
+            batches.add_metric([outcome], count)
+        yield batches
+        shipped = CounterMetricFamily(
+            "schoolgate_upload_events",
+            "Events shipped (sent), refused for good (quarantined) or given up on over the"
+            " spool's limits (dropped).",
+            labels=["outcome"],
+        )
+        for outcome, count in (
+            ("sent", c.events_sent),
+            ("quarantined", c.events_quarantined),
+            ("dropped", c.events_dropped),
+        ):
+            shipped.add_metric([outcome], count)
+        yield shipped
+        waiting = GaugeMetricFamily(
+            "schoolgate_upload_waiting_events", "Events in the local store not yet shipped."
+        )
+        age = GaugeMetricFamily(
+            "schoolgate_upload_waiting_oldest_age_seconds",
+            "Age of the oldest event not yet shipped (0 when none waits).",
+        )
+        if c.waiting is not None:
+            waiting.add_metric([], c.waiting)
+            oldest = c.oldest_waiting
+            age.add_metric([], max(time.time() - oldest, 0.0) if oldest is not None else 0.0)
+        yield waiting
+        yield age
+        if c.last_success is not None:
+            last = GaugeMetricFamily(
+                "schoolgate_upload_last_success_timestamp_seconds",
+                "When the collector last took a batch, since the epoch.",
+            )
+            last.add_metric([], c.last_success)
+            yield last
 
     def _activity(self) -> Iterator[Metric]:
         activity = self.agent.activity

@@ -696,6 +696,49 @@ _LIST = '[[lists]]\nname = "{name}"\ncategory = "{category}"\npath = "x.txt"\n'
             "the metrics need another port",
             id="metrics-on-dns-port",
         ),
+        pytest.param(
+            '[collector]\nurl = "http://collector.example"\nsite = "s"\ntoken_file = "x.txt"',
+            "collector.url",
+            "http://collector.example",
+            "use https://",
+            id="collector-plain-http",
+        ),
+        pytest.param(
+            '[collector]\nurl = "ftp://collector.example"',
+            "collector.url",
+            "ftp://collector.example",
+            "expected https://HOST",
+            id="collector-scheme",
+        ),
+        pytest.param(
+            '[collector]\nurl = "https://c.example"\nsite = "North School"\ntoken_file = "x.txt"',
+            "collector.site",
+            "North School",
+            "the site's name as registered",
+            id="collector-site",
+        ),
+        pytest.param(
+            '[collector]\nurl = "https://c.example"\nsite = "north"\ntoken_file = "none.txt"',
+            "collector.token_file",
+            "none.txt",
+            "cannot be read",
+            id="collector-token-file",
+        ),
+        pytest.param(
+            '[collector]\nsite = "north"',
+            "collector.site",
+            "north",
+            "set collector.url too",
+            id="collector-without-url",
+        ),
+        pytest.param(
+            '[collector]\nurl = "https://c.example"\nsite = "north"\ntoken_file = "x.txt"\n'
+            "batch_events = 0",
+            "collector.batch_events",
+            0,
+            "must be from 1 to 50000",
+            id="collector-batch-events",
+        ),
     ],
 )
 def test_errors_name_file_key_value_and_reason(

@@ -35,6 +35,7 @@ from schoolgate.agent.config import (
 from schoolgate.agent.config_activity import (
     ActivitySection,
     AlertsSection,
+    CollectorSection,
     MetricsSection,
     MonitorSection,
 )
@@ -60,6 +61,7 @@ SECTIONS: dict[str, type[msgspec.Struct]] = {
     "[updates]": UpdatesSection,
     "[activity]": ActivitySection,
     "[alerts]": AlertsSection,
+    "[collector]": CollectorSection,
     "[metrics]": MetricsSection,
     "[monitor]": MonitorSection,
 }
@@ -85,9 +87,10 @@ def write_referenced_files(text: str, base: Path) -> None:
     """Create the files a config refers to (list files, a CA file), relative to ``base``."""
     raw = tomllib.loads(text)
     paths = [entry["path"] for entry in raw.get("lists", []) if "path" in entry]
-    ca_file = raw.get("upstream", {}).get("tls_ca_file")
-    if ca_file:
-        paths.append(ca_file)
+    for table, key in (("upstream", "tls_ca_file"), ("collector", "token_file")):
+        named = raw.get(table, {}).get(key)
+        if named:
+            paths.append(named)
     for name in paths:
         assert not Path(name).is_absolute(), f"use paths relative to the config: {name}"
         target = base / name

@@ -1,9 +1,11 @@
-"""What a site chooses to record: the ``[activity]`` settings, as the agent uses them."""
+"""What a site chooses to record and where it sends it: the ``[activity]`` and ``[collector]``
+settings, as the agent uses them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 
 class QueryLogging(StrEnum):
@@ -21,3 +23,18 @@ class ActivitySettings:
     pseudonymise: bool = False
     buffer_events: int = 50_000  # held in memory while the disk is slow, then dropped
     write_interval: float = 1.0  # seconds between writes, unless a batch fills or an alert
+
+
+@dataclass(frozen=True)
+class UploadSettings:
+    """``[collector]``: where the agent ships its events, as which site, and how much at once."""
+
+    url: str  # the collector's base URL; batches go to URL/api/v1/events
+    site: str
+    token_file: Path
+    ca_file: Path | None = None  # None: the system's trusted certificates
+    batch_events: int = 2_000
+    batch_bytes: int = 4 * 1024 * 1024  # of NDJSON, before gzip
+    spool_max_events: int = 5_000_000
+    spool_max_days: float = 7.0
+    timeout: float = 30.0

@@ -14,7 +14,8 @@ every name below it through an index on the name written backwards (``com.exampl
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -24,6 +25,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     ColumnElement,
+    Connection,
     Float,
     Index,
     Integer,
@@ -79,6 +81,39 @@ _events = Table(
 )
 
 
+# The upload's bookkeeping (see ``spool``), in the same file so that an event and its place in
+# the queue are written in one transaction. One row of state: this store's identity (a new
+# store, after a reinstall, names its batches anew) and the sequence number up to which every
+# event has been shipped or given up on.
+_upload_state = Table(
+    "upload_state",
+    _metadata,
+    Column("id", Integer, primary_key=True),
+    Column("store_id", String(32), nullable=False),
+    Column("sent_through", Integer, nullable=False, default=0),
+)
+# Alerts waiting to be shipped ahead of the events before them; ``sent`` once they have been,
+# until the watermark passes them.
+_upload_alerts = Table(
+    "upload_alerts",
+    _metadata,
+    Column("seq", Integer, primary_key=True),
+    Column("sent", Boolean, nullable=False, default=False),
+)
+# Batches the collector refused as malformed (a 4xx other than 401, 408, 413 and 429): kept
+# in the log, never sent again, counted and listed here.
+_upload_quarantine = Table(
+    "upload_quarantine",
+    _metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", Float, nullable=False),
+    Column("first_seq", Integer, nullable=False),
+    Column("last_seq", Integer, nullable=False),
+    Column("events", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+)
+
+
 class ActivityStoreError(SqliteError):
     """The activity store cannot be opened, read or written; the message says why."""
 
@@ -124,7 +159,20 @@ class ActivityStore:
             # with the DNS service, and building SQLAlchemy parameters for every row cost
             # five times as much.
             conn.exec_driver_sql(_INSERT, rows)
+            alerts = [i for i, row in enumerate(rows) if row[0] == "alert"]
+            if alerts:
+                # One writer, one transaction, AUTOINCREMENT: the rows got consecutive
+                # numbers ending at the last one inserted.
+                last = conn.exec_driver_sql("SELECT last_insert_rowid()").scalar_one()
+                first = last - len(rows) + 1
+                conn.execute(_upload_alerts.insert(), [{"seq": first + i} for i in alerts])
         return len(rows)
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A connection to the store in a transaction (for the upload's bookkeeping)."""
+        with self._file.connection() as conn:
+            yield conn
 
     def search(
         self, where: EventFilter, limit: int = 1000, newest_first: bool = True
@@ -134,7 +182,7 @@ class ActivityStore:
         query = select(t).where(*_conditions(where)).limit(limit)
         query = query.order_by(t.c.seq.desc() if newest_first else t.c.seq)
         with self._file.connection() as conn:
-            return [_stored(row) for row in conn.execute(query)]
+            return [stored_event(row) for row in conn.execute(query)]
 
     def count(self) -> int:
         with self._file.connection() as conn:
@@ -156,7 +204,15 @@ class ActivityStore:
                 gone = conn.execute(delete(t).where(t.c.seq.in_(oldest))).rowcount
             deleted += gone
             if gone < _PRUNE_SLICE:
-                return deleted
+                break
+        if deleted:
+            # Alerts pruned before they could be shipped leave the upload queue too (the spool
+            # counts them as dropped when it finds the gap).
+            with self._file.connection() as conn:
+                conn.execute(
+                    delete(_upload_alerts).where(_upload_alerts.c.seq.not_in(select(t.c.seq)))
+                )
+        return deleted
 
     def close(self) -> None:
         self._file.close()
@@ -287,6 +343,6 @@ def event_from_row(values: Sequence[Any]) -> Event:
     )
 
 
-def _stored(row: Row[Any]) -> StoredEvent:
+def stored_event(row: Row[Any]) -> StoredEvent:
     # The table's columns are the sequence number and then COLUMNS, in order.
     return StoredEvent(seq=row[0], event=event_from_row(tuple(row)[1:]))

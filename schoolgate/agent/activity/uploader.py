@@ -1,0 +1,281 @@
+"""Store and forward: ships the local store's unsent events to the collector, oldest first.
+
+One batch at a time (see ``spool``): gzipped NDJSON to ``URL/api/v1/events`` with the site's
+bearer token and the batch's ``Idempotency-Key``. What the answer means:
+
+| answer | what the uploader does |
+|---|---|
+| 2xx | the batch is sent: the spool moves past it |
+| 408, 429, 5xx, no answer | waits (``Retry-After``, else jittered backoff) and sends it again |
+| 401, 403 | the token is refused: says so, reads the token file again, retries with backoff |
+| 413 | sends half as many events at a time; a single event too large is quarantined |
+| other 4xx | quarantines the batch (kept in the local log, never sent again) and counts it |
+
+The HTTP client runs on the agent's event loop, which only waits on the network; reading the
+store, encoding and compressing run in a worker thread. Nothing here can hold up DNS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Final
+
+import httpx
+
+from schoolgate import __version__
+from schoolgate.agent.activity.buffer import EventBuffer
+from schoolgate.agent.activity.events import Event, EventKind
+from schoolgate.agent.activity.settings import UploadSettings
+from schoolgate.agent.activity.spool import Batch, Spool, SpoolLimits
+from schoolgate.agent.activity.store import ActivityStore, ActivityStoreError
+from schoolgate.agent.throttle import Throttle
+from schoolgate.event_batch import CONTENT_TYPE
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH: Final = "/api/v1/events"
+IDLE_POLL: Final = 2.0  # seconds between looks at the store when everything is sent
+BACKOFF_FIRST: Final = 1.0
+BACKOFF_MOST: Final = 300.0
+RETRY_AFTER_MOST: Final = 3600.0
+ENFORCE_EVERY: Final = 60.0  # seconds between checks of the spool's limits
+_LOG_EVERY: Final = 300.0
+_RETRY: Final = frozenset({408, 425, 429})
+
+OUTCOMES: Final = ("sent", "retried", "quarantined", "refused_token")
+
+
+@dataclass
+class UploadCounters:
+    batches: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    events_sent: int = 0
+    events_quarantined: int = 0
+    events_dropped: int = 0
+    last_success: float | None = None
+    waiting: int | None = None  # unsent events, as last counted
+    oldest_waiting: float | None = None
+
+
+def retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date), capped."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), RETRY_AFTER_MOST)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return min(max(0.0, when.timestamp() - now), RETRY_AFTER_MOST)
+
+
+def backoff(failures: int) -> float:
+    """Full jitter over a doubling, capped window: many schools coming back after a collector
+    outage spread out instead of arriving together."""
+    window = min(BACKOFF_MOST, BACKOFF_FIRST * 2 ** min(failures, 20))
+    return max(0.5, random.uniform(0, window))
+
+
+def tls_context(settings: UploadSettings) -> ssl.SSLContext:
+    """The system's trusted certificates, or only the configured CA file's."""
+    if settings.ca_file is not None:
+        return ssl.create_default_context(cafile=str(settings.ca_file))
+    return ssl.create_default_context()
+
+
+class Uploader:
+    def __init__(
+        self, settings: UploadSettings, store: ActivityStore, buffer: EventBuffer[object]
+    ) -> None:
+        self.settings = settings
+        self.spool = Spool(store, settings.site)
+        self.buffer = buffer
+        self.counters = UploadCounters()
+        self._task: asyncio.Task[None] | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._failures = 0
+        self._max_events = settings.batch_events
+        self._enforced_at = -ENFORCE_EVERY
+        self._warn = Throttle(_LOG_EVERY)
+
+    def start(self) -> None:
+        s = self.settings
+        self._client = httpx.AsyncClient(
+            base_url=s.url,
+            verify=tls_context(s) if s.url.startswith("https:") else True,
+            timeout=httpx.Timeout(s.timeout),
+            headers={"User-Agent": f"schoolgate-agent/{__version__}"},
+            follow_redirects=False,
+        )
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="uploader")
+        log.info("shipping events to %s as site %s", s.url, s.site)
+
+    async def stop(self) -> None:
+        """Stop now. A batch in flight is abandoned: it is still unsent, and the collector
+        keeps each event once when it comes again."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                pause = await self._step()
+            except ActivityStoreError as exc:
+                if self._warn():
+                    log.error("cannot read the activity log to ship it: %s", exc)
+                pause = backoff(self._failures)
+            if pause:
+                await asyncio.sleep(pause)
+
+    async def _step(self) -> float:
+        """Send one batch (or find there is none); how long to wait before the next."""
+        now = time.monotonic()
+        if now - self._enforced_at >= ENFORCE_EVERY:
+            self._enforced_at = now
+            await self._enforce()
+        batch = await asyncio.to_thread(
+            self.spool.next_batch, self._max_events, self.settings.batch_bytes
+        )
+        if batch is None:
+            return IDLE_POLL
+        token = await asyncio.to_thread(self._token)
+        if token is None:
+            self._failures += 1
+            return backoff(self._failures)
+        return await self._send(batch, token)
+
+    async def _send(self, batch: Batch, token: str) -> float:
+        assert self._client is not None
+        c = self.counters
+        try:
+            answer = await self._client.post(
+                EVENTS_PATH,
+                content=batch.body,
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Idempotency-Key": batch.key,
+                    "Content-Type": CONTENT_TYPE,
+                    "Content-Encoding": "gzip",
+                },
+            )
+        except httpx.HTTPError as exc:
+            return self._retry(f"{type(exc).__name__}: {exc}", None)
+        status = answer.status_code
+        if 200 <= status < 300:
+            await asyncio.to_thread(self.spool.sent, batch)
+            c.batches["sent"] += 1
+            c.events_sent += batch.events
+            c.last_success = time.time()
+            if self._failures:
+                log.info("the collector takes events again")
+            self._failures = 0
+            self._max_events = self.settings.batch_events
+            return 0.0
+        if status in _RETRY or status >= 500:
+            return self._retry(
+                f"HTTP {status}", retry_after(answer.headers.get("retry-after"), time.time())
+            )
+        if status in (401, 403):
+            c.batches["refused_token"] += 1
+            self._failures += 1
+            if self._warn():
+                log.error(
+                    "the collector refuses the token of site %s (HTTP %d): check "
+                    "collector.token_file and collector.site; events wait on this box",
+                    self.settings.site,
+                    status,
+                )
+            return backoff(self._failures)
+        if status == 413 and batch.events > 1:
+            self._max_events = max(1, batch.events // 2)
+            log.info(
+                "the collector finds %d events too large: sending %d at a time",
+                batch.events,
+                self._max_events,
+            )
+            return 0.0
+        reason = f"HTTP {status}: {answer.text[:500]}"
+        await asyncio.to_thread(self.spool.quarantine, batch, reason)
+        c.batches["quarantined"] += 1
+        c.events_quarantined += batch.events
+        log.error(
+            "the collector refused events %d-%d for good (%s); they stay in the local log "
+            "and are listed as quarantined",
+            batch.seqs[0],
+            batch.seqs[-1],
+            reason,
+        )
+        return 0.0
+
+    def _retry(self, why: str, wait: float | None) -> float:
+        self.counters.batches["retried"] += 1
+        self._failures += 1
+        pause = wait if wait is not None else backoff(self._failures)
+        if self._warn():
+            log.warning(
+                "cannot ship events to %s (%s); trying again in %.0f s, events wait on this box",
+                self.settings.url,
+                why,
+                pause,
+            )
+        return pause
+
+    def _token(self) -> str | None:
+        """The token, read each time: a fixed token file works without a restart."""
+        try:
+            token = self.settings.token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            if self._warn():
+                log.error("cannot read collector.token_file %s: %s", self.settings.token_file, exc)
+            return None
+        if not token or any(ch.isspace() for ch in token):
+            if self._warn():
+                log.error("collector.token_file %s holds no token", self.settings.token_file)
+            return None
+        return token
+
+    async def _enforce(self) -> None:
+        s = self.settings
+        limits = SpoolLimits(s.spool_max_events, s.spool_max_days * 86_400)
+        dropped = await asyncio.to_thread(self.spool.enforce, limits)
+        waiting, oldest = await asyncio.to_thread(self.spool.waiting)
+        self.counters.waiting, self.counters.oldest_waiting = waiting, oldest
+        if not dropped.total:
+            return
+        self.counters.events_dropped += dropped.total
+        log.warning(
+            "gave up shipping %d events (%d older than %g days, %d over %d waiting, %d deleted "
+            "by retention first); they are reported to the collector",
+            dropped.total,
+            dropped.too_old,
+            s.spool_max_days,
+            dropped.too_many,
+            s.spool_max_events,
+            dropped.pruned,
+        )
+        # The district sees the gap: a status event says what was not sent, and why.
+        self.buffer.append(
+            Event(
+                kind=EventKind.STATUS,
+                time=time.time(),
+                action="spool-dropped",
+                data={
+                    "events": dropped.total,
+                    "too_old": dropped.too_old,
+                    "too_many": dropped.too_many,
+                    "pruned": dropped.pruned,
+                },
+            )
+        )
