@@ -162,6 +162,8 @@ def decode_lines(text: bytes, limits: BatchLimits) -> list[ShippedEvent]:
     events: list[ShippedEvent] = []
     seen: set[int] = set()
     for number, line in enumerate(lines, 1):
+        if b"\\u0000" in line:
+            raise BatchError(f"line {number}: a NUL character in a string")
         try:
             event = _decoder.decode(line)
         except msgspec.ValidationError as exc:

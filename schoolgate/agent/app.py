@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any, Final
 from schoolgate.agent.activity.alerts import Alerts
 from schoolgate.agent.activity.buffer import EventBuffer
 from schoolgate.agent.activity.service import ActivityLog
-from schoolgate.agent.activity.uploader import Uploader
 from schoolgate.agent.config import AgentConfig, ConfigError
 from schoolgate.agent.dns.cache import AnswerCache, CacheEntry, CacheSettings
 from schoolgate.agent.dns.forward import Forwarder
@@ -98,6 +97,7 @@ from schoolgate.agent.policy.schedules import active_schedules
 from schoolgate.agent.stats import N_TYPES, Counters, Outcome, Tallies, slot
 
 if TYPE_CHECKING:
+    from schoolgate.agent.activity.uploader import Uploader
     from schoolgate.agent.blockpage import BlockInfo, BlockPageServer, UnblockStore
 
 log = logging.getLogger(__name__)
@@ -770,6 +770,9 @@ class Agent:
 
     def _start_uploader(self, config: AgentConfig) -> None:
         if config.upload is not None:
+            # With a collector only: the HTTP client is not otherwise in the DNS process.
+            from schoolgate.agent.activity.uploader import Uploader  # noqa: PLC0415
+
             self.uploader = Uploader(config.upload, self.activity.store, self.activity.buffer)
             self.uploader.start()
 

@@ -25,7 +25,7 @@ from typing import Final
 
 import anyio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -145,6 +145,12 @@ class Collector:
             result = await anyio.to_thread.run_sync(
                 self.repo.ingest, site, key, events, keep_after, limiter=self._threads
             )
+        except DataError as exc:
+            # A value the database cannot hold (too long once reversed, say): the same batch
+            # would fail again, so it is refused rather than retried.
+            m.batch["rejected"].inc()
+            m.event["rejected"].inc(len(events))
+            return _error(400, f"an event cannot be stored: {getattr(exc, 'orig', exc)}")
         except SQLAlchemyError as exc:
             return self._failed(exc)
         m.insert_seconds.observe(time.perf_counter() - started)

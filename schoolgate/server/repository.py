@@ -166,13 +166,7 @@ class SqlRepository:
         it by its key.
         """
         now = time.time()
-        with self.engine.connect() as conn:
-            seen = conn.execute(
-                select(_batches.c.events).where(
-                    _batches.c.site_id == site.id, _batches.c.key == key
-                )
-            ).first()
-        if seen is not None:
+        if self._key_seen(site, key):
             return Ingested(0, 0, 0, replayed=True)
         kept = [e for e in events if e.time >= keep_after]
         if self.partitions is not None and kept:
@@ -203,9 +197,20 @@ class SqlRepository:
                 )
                 conn.execute(update(_sites).where(_sites.c.id == site.id).values(last_seen=now))
         except IntegrityError:
-            # The same key, committed by a concurrent request between the check and here.
-            return Ingested(0, 0, 0, replayed=True)
+            # The same key, committed by a concurrent request between the check and here, is a
+            # replay. Anything else (no partition for a row, say) is a failure the agent must
+            # retry, never a batch to forget.
+            if self._key_seen(site, key):
+                return Ingested(0, 0, 0, replayed=True)
+            if self.partitions is not None:
+                self.partitions.forget()
+            raise
         return Ingested(inserted, len(kept) - inserted, len(events) - len(kept), replayed=False)
+
+    def _key_seen(self, site: SiteRef, key: str) -> bool:
+        query = select(_batches.c.id).where(_batches.c.site_id == site.id, _batches.c.key == key)
+        with self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
 
     def count_events(self, site_id: int | None = None) -> int:
         query = select(func.count()).select_from(_events)

@@ -148,6 +148,25 @@ def test_an_oversized_body_is_refused(
         served.stop()
 
 
+def test_a_nul_in_a_string_is_refused(
+    collector: CollectorThread, site: tuple[SiteRef, str]
+) -> None:
+    line = b'{"seq": 1, "kind": "dns", "time": %d, "hostname": "a\\u0000b"}\n' % int(NOW)
+    answer = post(collector, site[1], gzip.compress(line))
+    assert answer.status_code == 400 and "NUL" in answer.json()["error"]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_value_the_database_cannot_hold_is_a_400_not_a_retry(
+    collector: CollectorThread, site: tuple[SiteRef, str]
+) -> None:
+    # 200 dotted capital I: 200 characters as sent, over 256 once lowercased and reversed.
+    body = encode_batch(events(1, 1, name="\u0130" * 200))
+    answer = post(collector, site[1], body)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"].startswith("an event cannot be stored")
+
+
 def test_another_content_encoding_is_refused(
     collector: CollectorThread, site: tuple[SiteRef, str]
 ) -> None:

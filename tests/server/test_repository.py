@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from schoolgate.agent.activity.events import EventKind, Severity
 from schoolgate.event_batch import ShippedEvent
@@ -143,3 +144,18 @@ def test_partitions_are_made_ahead_and_on_demand(repo: SqlRepository) -> None:
     site, _ = repo.add_site("north-primary")
     repo.ingest(site, "k", events(1, 3, when=(today - 3) * DAY), keep_after=0)
     assert today - 3 in repo.partitions.days()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_failed_insert_is_never_taken_for_a_replay(repo: SqlRepository) -> None:
+    # A day dropped behind the collector's back (another process, a DBA): the insert fails,
+    # and must be an error the agent retries, not "already recorded".
+    assert repo.partitions is not None
+    site, _ = repo.add_site("north-primary")
+    repo.ingest(site, "first", events(1, 3), keep_after=0)
+    with repo.engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP TABLE {partition_name(day_of(NOW))}")
+    with pytest.raises(IntegrityError):
+        repo.ingest(site, "second", events(4, 3), keep_after=0)
+    again = repo.ingest(site, "second", events(4, 3), keep_after=0)  # the day is made anew
+    assert again.inserted == 3 and not again.replayed

@@ -19,11 +19,12 @@ are found as a gap. ``Dropped`` says how many, and why, so that the agent can re
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, update
 
 from schoolgate.agent.activity.store import (
     ActivityStore,
@@ -110,8 +111,13 @@ class Spool:
             seqs.append(row.seq)
             size += len(line)
         kind = "a" if alerts else "e"
-        key = f"{self.site}:{store_id}:{kind}:{seqs[0]}-{seqs[-1]}:{len(seqs)}"
-        body = compress(b"".join(lines))
+        raw = b"".join(lines)
+        # The content's hash too: numbers can come round again with the same store (a power
+        # cut undoing the last commits, a restored backup), and a key the collector has seen
+        # is answered "already recorded" without a look at the events.
+        digest = hashlib.blake2b(raw, digest_size=8).hexdigest()
+        key = f"{self.site}:{store_id}:{kind}:{seqs[0]}-{seqs[-1]}:{len(seqs)}:{digest}"
+        body = compress(raw)
         return Batch(key, body, tuple(seqs), bool(alerts), size)
 
     def sent(self, batch: Batch) -> None:
@@ -177,7 +183,7 @@ class Spool:
         with self.store.connection() as conn:
             _store_id, sent_through = _state(conn)
             count, oldest = conn.execute(
-                select(func.count(), func.min(t.c.time)).where(t.c.seq > sent_through)
+                select(func.count(), func.min(t.c.time)).where(*_unsent(sent_through))
             ).one()
         return int(count), oldest
 
@@ -192,12 +198,18 @@ class Spool:
         return [tuple(row) for row in rows]
 
 
+def _unsent(after: int) -> list[ColumnElement[bool]]:
+    """Events after the watermark, less the alerts already shipped ahead of it."""
+    t, a = _events, _upload_alerts
+    return [t.c.seq > after, t.c.seq.not_in(select(a.c.seq).where(a.c.sent.is_(True)))]
+
+
 def _count(conn: Connection, after: int, through: int) -> int:
     if through <= after:
         return 0
     t = _events
     return int(
-        conn.execute(select(func.count()).where(t.c.seq > after, t.c.seq <= through)).scalar_one()
+        conn.execute(select(func.count()).where(*_unsent(after), t.c.seq <= through)).scalar_one()
     )
 
 

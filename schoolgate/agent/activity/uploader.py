@@ -9,7 +9,11 @@ bearer token and the batch's ``Idempotency-Key``. What the answer means:
 | 408, 429, 5xx, no answer | waits (``Retry-After``, else jittered backoff) and sends it again |
 | 401, 403 | the token is refused: says so, reads the token file again, retries with backoff |
 | 413 | sends half as many events at a time; a single event too large is quarantined |
-| other 4xx | quarantines the batch (kept in the local log, never sent again) and counts it |
+| 400, 415, 422 | quarantines the batch (kept in the local log, never sent again) and counts it |
+| 3xx, any other 4xx | says the URL or a proxy is wrong, and retries with backoff |
+
+Only the collector's answers about the batch itself quarantine it: a wrong URL (404), a proxy
+asking for credentials (407) or a redirect must not throw the whole spool away.
 
 The HTTP client runs on the agent's event loop, which only waits on the network; reading the
 store, encoding and compressing run in a worker thread. Nothing here can hold up DNS.
@@ -47,6 +51,8 @@ RETRY_AFTER_MOST: Final = 3600.0
 ENFORCE_EVERY: Final = 60.0  # seconds between checks of the spool's limits
 _LOG_EVERY: Final = 300.0
 _RETRY: Final = frozenset({408, 425, 429})
+_QUARANTINE: Final = frozenset({400, 413, 415, 422})
+MIN_PAUSE: Final = 0.5  # even when told to retry at once
 
 OUTCOMES: Final = ("sent", "retried", "quarantined", "refused_token")
 
@@ -135,6 +141,12 @@ class Uploader:
             except ActivityStoreError as exc:
                 if self._warn():
                     log.error("cannot read the activity log to ship it: %s", exc)
+                self._failures += 1
+                pause = backoff(self._failures)
+            except Exception:
+                # The uploader must outlive anything it did not foresee; events keep waiting.
+                log.exception("the uploader failed; trying again")
+                self._failures += 1
                 pause = backoff(self._failures)
             if pause:
                 await asyncio.sleep(pause)
@@ -160,17 +172,19 @@ class Uploader:
         assert self._client is not None
         c = self.counters
         try:
-            answer = await self._client.post(
-                EVENTS_PATH,
-                content=batch.body,
-                headers={
-                    "Authorization": f"Bearer {token}",
-                    "Idempotency-Key": batch.key,
-                    "Content-Type": CONTENT_TYPE,
-                    "Content-Encoding": "gzip",
-                },
-            )
-        except httpx.HTTPError as exc:
+            # httpx's timeout is per read: a collector trickling bytes is cut off here.
+            async with asyncio.timeout(self.settings.timeout * 2):
+                answer = await self._client.post(
+                    EVENTS_PATH,
+                    content=batch.body,
+                    headers={
+                        "Authorization": f"Bearer {token}",
+                        "Idempotency-Key": batch.key,
+                        "Content-Type": CONTENT_TYPE,
+                        "Content-Encoding": "gzip",
+                    },
+                )
+        except (httpx.HTTPError, TimeoutError) as exc:
             return self._retry(f"{type(exc).__name__}: {exc}", None)
         status = answer.status_code
         if 200 <= status < 300:
@@ -181,7 +195,8 @@ class Uploader:
             if self._failures:
                 log.info("the collector takes events again")
             self._failures = 0
-            self._max_events = self.settings.batch_events
+            # After a 413, grow back slowly rather than send a refused size again at once.
+            self._max_events = min(self.settings.batch_events, self._max_events * 2)
             return 0.0
         if status in _RETRY or status >= 500:
             return self._retry(
@@ -206,6 +221,18 @@ class Uploader:
                 self._max_events,
             )
             return 0.0
+        if status not in _QUARANTINE:
+            self._failures += 1
+            self.counters.batches["retried"] += 1
+            if self._warn():
+                log.error(
+                    "the collector at %s answers HTTP %d%s: check collector.url (and any proxy);"
+                    " events wait on this box",
+                    self.settings.url,
+                    status,
+                    f" to {answer.headers.get('location')}" if 300 <= status < 400 else "",
+                )
+            return backoff(self._failures)
         reason = f"HTTP {status}: {answer.text[:500]}"
         await asyncio.to_thread(self.spool.quarantine, batch, reason)
         c.batches["quarantined"] += 1
@@ -222,7 +249,7 @@ class Uploader:
     def _retry(self, why: str, wait: float | None) -> float:
         self.counters.batches["retried"] += 1
         self._failures += 1
-        pause = wait if wait is not None else backoff(self._failures)
+        pause = max(wait, MIN_PAUSE) if wait is not None else backoff(self._failures)
         if self._warn():
             log.warning(
                 "cannot ship events to %s (%s); trying again in %.0f s, events wait on this box",
@@ -235,12 +262,13 @@ class Uploader:
     def _token(self) -> str | None:
         """The token, read each time: a fixed token file works without a restart."""
         try:
-            token = self.settings.token_file.read_text(encoding="utf-8").strip()
+            # utf-8-sig: a token pasted in an editor that saves a byte-order mark still works.
+            token = self.settings.token_file.read_text(encoding="utf-8-sig").strip()
         except (OSError, UnicodeDecodeError) as exc:
             if self._warn():
                 log.error("cannot read collector.token_file %s: %s", self.settings.token_file, exc)
             return None
-        if not token or any(ch.isspace() for ch in token):
+        if not token or not token.isascii() or not token.isprintable() or " " in token:
             if self._warn():
                 log.error("collector.token_file %s holds no token", self.settings.token_file)
             return None

@@ -56,7 +56,8 @@ class Partitions:
         with self._engine.begin() as conn:
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK})
             existing = self._existing(conn)
-            for day in sorted(wanted - existing):
+            missing = sorted(wanted - existing)
+            for day in missing:
                 name = partition_name(day)
                 conn.execute(
                     text(
@@ -65,8 +66,13 @@ class Partitions:
                     )
                 )
                 made += 1
-            self._known |= existing | wanted
+        # Remembered once committed: a failed transaction made nothing.
+        self._known |= existing | wanted
         return made
+
+    def forget(self) -> None:
+        """Look at the database again next time (after an insert found a day missing)."""
+        self._known.clear()
 
     def ahead(self, days: int = 2, now: float | None = None) -> int:
         """Make today's partition and the next ``days``; how many were made."""

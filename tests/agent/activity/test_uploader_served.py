@@ -139,6 +139,18 @@ def test_a_batch_refused_as_malformed_is_quarantined_and_the_rest_go_on(
     assert (first, last, count) == (2, 2, 1) and reason.startswith("HTTP 400")
 
 
+def test_a_wrong_url_or_proxy_answer_is_retried_not_quarantined(
+    make_agent: AgentFactory, collector: CollectorThread, tmp_path: Path
+) -> None:
+    collector.faults.extend([(404, {}), (407, {}), (301, {"Location": "https://elsewhere/"})])
+    agent = make_agent(shipping(collector, tmp_path))
+    ask(agent, "kept.example.org")
+    assert wait_for(lambda: len(arrived(collector)) == 1, timeout=60)
+    assert collector.faulted == 3
+    assert agent.agent is not None and agent.agent.uploader is not None
+    assert agent.agent.uploader.spool.quarantined() == []
+
+
 def test_a_slow_collector_times_out_and_the_batch_is_not_doubled(
     make_agent: AgentFactory, collector: CollectorThread, tmp_path: Path
 ) -> None:
