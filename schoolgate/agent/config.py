@@ -460,9 +460,10 @@ def _load_file(
     return parse(text, shown, base=path.parent, overrides=edit)
 
 
-def user_state_dir() -> Path:
+def user_state_dir(program: str = "schoolgate") -> Path:
+    """Where ``program`` keeps its state for a user running it by hand (XDG)."""
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "schoolgate"
+    return Path(base) / program
 
 
 def parse(text: str, file: str, base: Path, overrides: Overrides | None = None) -> AgentConfig:

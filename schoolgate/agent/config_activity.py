@@ -44,11 +44,12 @@ class CollectorSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     site: str = ""
     token_file: str = ""
     ca_file: str = ""
-    batch_events: int = 2_000
-    batch_bytes: int = 4 * 1024 * 1024
-    spool_max_events: int = 5_000_000
-    spool_max_days: float = 7.0
-    timeout: float = 30.0
+    # The defaults are the settings' own.
+    batch_events: int = UploadSettings.batch_events
+    batch_bytes: int = UploadSettings.batch_bytes
+    spool_max_events: int = UploadSettings.spool_max_events
+    spool_max_days: float = UploadSettings.spool_max_days
+    timeout: float = UploadSettings.timeout
 
 
 class MetricsSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

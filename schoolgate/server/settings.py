@@ -23,7 +23,6 @@ the embedded default the quick start uses.
 
 from __future__ import annotations
 
-import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Annotated
 
 import msgspec
 
-from schoolgate.agent.config import ConfigError, parse_address
+from schoolgate.agent.config import ConfigError, parse_address, user_state_dir
 from schoolgate.event_batch import BatchLimits
 from schoolgate.server.db.engine import DatabaseUrlError, database_url
 
@@ -82,11 +81,6 @@ class CollectorSettings:
         return self.retention_days * 86_400.0
 
 
-def default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "schoolgate-collector"
-
-
 def load(path: Path | None) -> CollectorSettings:
     """The settings in ``path`` (None: every default); ``ConfigError`` names a bad key."""
     shown = str(path) if path is not None else "(defaults)"
@@ -110,7 +104,11 @@ def parse(text: str, shown: str, base: Path) -> CollectorSettings:
         listen = parse_address(raw.server.listen)
     except ValueError as exc:
         raise ConfigError(shown, "server.listen", raw.server.listen, str(exc)) from None
-    state_dir = Path(raw.server.state_dir) if raw.server.state_dir else default_state_dir()
+    state_dir = (
+        Path(raw.server.state_dir)
+        if raw.server.state_dir
+        else user_state_dir("schoolgate-collector")
+    )
     if not state_dir.is_absolute():
         state_dir = base / state_dir
     url = raw.database.url or f"sqlite:///{state_dir / 'collector.sqlite'}"

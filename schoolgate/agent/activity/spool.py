@@ -89,13 +89,7 @@ class Spool:
             rows = (
                 alerts
                 or conn.execute(
-                    select(t)
-                    .where(
-                        t.c.seq > sent_through,
-                        t.c.seq.not_in(select(a.c.seq).where(a.c.sent.is_(True))),
-                    )
-                    .order_by(t.c.seq)
-                    .limit(max_events)
+                    select(t).where(*_unsent(sent_through)).order_by(t.c.seq).limit(max_events)
                 ).all()
             )
         if not rows:

@@ -222,17 +222,8 @@ class Uploader:
             )
             return 0.0
         if status not in _QUARANTINE:
-            self._failures += 1
-            self.counters.batches["retried"] += 1
-            if self._warn():
-                log.error(
-                    "the collector at %s answers HTTP %d%s: check collector.url (and any proxy);"
-                    " events wait on this box",
-                    self.settings.url,
-                    status,
-                    f" to {answer.headers.get('location')}" if 300 <= status < 400 else "",
-                )
-            return backoff(self._failures)
+            moved = f" to {answer.headers.get('location')}" if 300 <= status < 400 else ""
+            return self._retry(f"HTTP {status}{moved}: check collector.url and any proxy", None)
         reason = f"HTTP {status}: {answer.text[:500]}"
         await asyncio.to_thread(self.spool.quarantine, batch, reason)
         c.batches["quarantined"] += 1
