@@ -112,4 +112,176 @@ class Event(Base):
     received: Mapped[float] = mapped_column(Double)
 
 
+class EventCount(Base):
+    """Events per site, hour, kind, group, category and action, kept up by ingest.
+
+    The admin overview's charts and the daily aggregates read this instead of counting
+    ``events``: a day of a large school is hundreds of thousands of rows, a few hundred here.
+    Only events actually inserted are counted, so a replayed batch changes nothing.
+    """
+
+    __tablename__ = "event_counts"
+    __table_args__ = (PrimaryKeyConstraint("site_id", "hour", "kind", "grp", "category", "action"),)
+
+    site_id: Mapped[int] = mapped_column(Integer)
+    hour: Mapped[float] = mapped_column(Double)  # the start of the hour, seconds since the epoch
+    kind: Mapped[str] = mapped_column(String(16))
+    grp: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(16))
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
+class BlockedName(Base):
+    """How often each name was blocked, per site and day (UTC), kept up by ingest."""
+
+    __tablename__ = "blocked_names"
+    __table_args__ = (PrimaryKeyConstraint("site_id", "day", "name"),)
+
+    site_id: Mapped[int] = mapped_column(Integer)
+    day: Mapped[float] = mapped_column(Double)  # midnight UTC, seconds since the epoch
+    name: Mapped[str] = mapped_column(String(255))
+    category: Mapped[str] = mapped_column(String(64))  # the deciding category last seen
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
+class Device(Base):
+    """Each device a site's events named, by address and MAC, kept up by ingest."""
+
+    __tablename__ = "devices"
+    __table_args__ = (
+        PrimaryKeyConstraint("site_id", "client_ip", "mac"),
+        Index("ix_devices_site_last_seen", "site_id", "last_seen"),
+    )
+
+    site_id: Mapped[int] = mapped_column(Integer)
+    client_ip: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str] = mapped_column(String(64))
+    hostname: Mapped[str] = mapped_column(String(255))
+    grp: Mapped[str] = mapped_column(String(64))
+    first_seen: Mapped[float] = mapped_column(Double)
+    last_seen: Mapped[float] = mapped_column(Double)
+    events: Mapped[int] = mapped_column(BigInteger)
+
+
+class PolicyRevision(Base):
+    """One saved version of a policy document: the district's base (no site) or a school's.
+
+    Append-only: the newest revision of a scope is the one in force, and the rest are the
+    record of who changed what, when and why.
+    """
+
+    __tablename__ = "policy_revisions"
+    __table_args__ = (Index("ix_policy_revisions_site_id_id", "site_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sites.id", ondelete="CASCADE"), nullable=True
+    )
+    text: Mapped[str] = mapped_column(Text)  # TOML, as written
+    created: Mapped[float] = mapped_column(Double)
+    author: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class CentralException(Base):
+    """A time-limited exception granted at the collector, sent to the site's agent."""
+
+    __tablename__ = "central_exceptions"
+    __table_args__ = (Index("ix_central_exceptions_site_id_expires", "site_id", "expires"),)
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(253))
+    grp: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(8))  # allow or block
+    created: Mapped[float] = mapped_column(Double)
+    expires: Mapped[float] = mapped_column(Double)
+    reason: Mapped[str] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    revoked: Mapped[float | None] = mapped_column(Double, nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class UnblockRequest(Base):
+    """An unblock request a pupil sent from a school's block page, and what became of it."""
+
+    __tablename__ = "unblock_requests"
+    __table_args__ = (
+        PrimaryKeyConstraint("site_id", "id"),
+        Index("ix_unblock_requests_site_status_created", "site_id", "status", "created"),
+    )
+
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    id: Mapped[str] = mapped_column(String(32))  # the agent's
+    created: Mapped[float] = mapped_column(Double)
+    received: Mapped[float] = mapped_column(Double)
+    client_ip: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str] = mapped_column(String(64))
+    hostname: Mapped[str] = mapped_column(String(255))
+    grp: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(253))
+    category: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    language: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16))  # pending, approved, refused
+    decided: Mapped[float | None] = mapped_column(Double, nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    exception_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
+class User(Base):
+    """A person who signs in to the collector: a role, and the sites they may see."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))  # argon2id, in its own format
+    role: Mapped[str] = mapped_column(String(32))
+    created: Mapped[float] = mapped_column(Double)
+    disabled: Mapped[bool] = mapped_column(Boolean)
+    last_login: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+
+class UserSite(Base):
+    """A site a user belongs to (admins see every site without rows here)."""
+
+    __tablename__ = "user_sites"
+    __table_args__ = (PrimaryKeyConstraint("user_id", "site_id"),)
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+
+
+class Credential(Base):
+    """A user's session or API token, by the SHA-256 of the token (never the token)."""
+
+    __tablename__ = "credentials"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))  # session or api
+    label: Mapped[str] = mapped_column(String(64))
+    created: Mapped[float] = mapped_column(Double)
+    expires: Mapped[float | None] = mapped_column(Double, nullable=True)
+    last_used: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+
+class AuditEntry(Base):
+    """Who searched, exported or changed what, and when: written before the answer goes."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    time: Mapped[float] = mapped_column(Double, index=True)
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    user_name: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    sites: Mapped[str] = mapped_column(Text)  # ",1,4," the sites the request covered
+    detail: Mapped[str] = mapped_column(Text)  # JSON: the filters, the count returned
+
+
 metadata = Base.metadata
