@@ -23,7 +23,7 @@ import signal
 import ssl
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 from schoolgate.agent.activity.alerts import Alerts
 from schoolgate.agent.activity.buffer import EventBuffer
 from schoolgate.agent.activity.service import ActivityLog
-from schoolgate.agent.config import AgentConfig, ConfigError
+from schoolgate.agent.config import AgentConfig, ConfigError, ConfigLoader
 from schoolgate.agent.dns.cache import AnswerCache, CacheEntry, CacheSettings
 from schoolgate.agent.dns.forward import Forwarder
 from schoolgate.agent.dns.listeners import (
@@ -82,6 +82,7 @@ from schoolgate.agent.jobs import Jobs
 from schoolgate.agent.lists import list_sources
 from schoolgate.agent.metrics import MetricsError, MetricsServer
 from schoolgate.agent.monitor.service import NetworkMonitor
+from schoolgate.agent.policy.central import CentralFiles
 from schoolgate.agent.policy.clients import Client, ClientIdentifier, Group
 from schoolgate.agent.policy.decide import Decider
 from schoolgate.agent.policy.decision import Decision
@@ -99,6 +100,7 @@ from schoolgate.agent.stats import N_TYPES, Counters, Outcome, Tallies, slot
 if TYPE_CHECKING:
     from schoolgate.agent.activity.uploader import Uploader
     from schoolgate.agent.blockpage import BlockInfo, BlockPageServer, UnblockStore
+    from schoolgate.agent.policy_sync import PolicySync
 
 log = logging.getLogger(__name__)
 
@@ -550,7 +552,7 @@ def build_pipeline(
 class Agent:
     """The running agent: listeners, the current pipeline, reload and shutdown."""
 
-    def __init__(self, load_config: Callable[[], AgentConfig]) -> None:
+    def __init__(self, load_config: ConfigLoader) -> None:
         self._load_config = load_config
         self.config = load_config()
         self.counters = Counters()
@@ -567,7 +569,7 @@ class Agent:
         self.devices: Mapping[str, Device] = {}
         self.active_schedules: frozenset[str] = frozenset()
         self.exceptions: list[PolicyException] = []
-        self._exceptions_stamp: tuple[int, int] | None = None
+        self._exceptions_stamp: tuple[tuple[int, int] | None, ...] = ()
         self._ignored_build: tuple[int, int] | None = None
         # What the watched files looked like when the running configuration was read, and a
         # change seen once but not yet acted on (editors save in steps: wait for it to settle).
@@ -586,6 +588,7 @@ class Agent:
         self.metrics: MetricsServer | None = None
         self.monitor: NetworkMonitor | None = None
         self.uploader: Uploader | None = None
+        self.policy_sync: PolicySync | None = None
         self.started_at = time.time()
 
     async def start(self) -> None:
@@ -612,6 +615,7 @@ class Agent:
         await self._start_metrics(self.config)
         await self._start_monitor(self.config)
         self._start_uploader(self.config)
+        self._start_policy_sync(self.config)
         self.jobs.start()
         # Everything made while starting lives as long as the process: keep it out of the
         # collector's full passes, whose pauses would otherwise show in answer latency.
@@ -776,6 +780,23 @@ class Agent:
             self.uploader = Uploader(config.upload, self.activity.store, self.activity.buffer)
             self.uploader.start()
 
+    def _start_policy_sync(self, config: AgentConfig) -> None:
+        if config.upload is not None and config.takes_central_policy:
+            from schoolgate.agent.policy_sync import PolicySync  # noqa: PLC0415
+
+            self.policy_sync = PolicySync(
+                config.upload,
+                config.state_dir,
+                self._load_config,
+                lambda: self.unblock_requests,
+            )
+            self.policy_sync.start()
+
+    async def _stop_policy_sync(self) -> None:
+        if self.policy_sync is not None:
+            await self.policy_sync.stop()
+            self.policy_sync = None
+
     async def _stop_uploader(self) -> None:
         if self.uploader is not None:
             await self.uploader.stop()
@@ -924,6 +945,9 @@ class Agent:
         if config.upload != old.upload:
             await self._stop_uploader()
             self._start_uploader(config)
+        if (config.upload, config.state_dir) != (old.upload, old.state_dir):
+            await self._stop_policy_sync()
+            self._start_policy_sync(config)
         self.jobs.reschedule()
         log.info("reloaded: %d names, build %s", lists.count, lists.build_id)
         return True
@@ -959,14 +983,24 @@ class Agent:
     def config_schedules_now(config: AgentConfig) -> frozenset[str]:
         return active_schedules(config.schedules, config.local_now())
 
+    def _exception_stores(self) -> tuple[ExceptionStore, ...]:
+        """The local exceptions, and the collector's when it sends the policy."""
+        local = ExceptionStore(self.config.state_dir)
+        if not self.config.takes_central_policy:
+            return (local,)
+        return (local, CentralFiles(self.config.state_dir).exceptions)
+
     def _load_exceptions(self) -> list[PolicyException]:
-        store = ExceptionStore(self.config.state_dir)
-        self._exceptions_stamp = store.stamp()
-        try:
-            return store.load()
-        except ExceptionError as exc:
-            log.error("%s; the exceptions in force stay", exc)
-            return self.exceptions
+        stores = self._exception_stores()
+        self._exceptions_stamp = tuple(store.stamp() for store in stores)
+        found: list[PolicyException] = []
+        for store in stores:
+            try:
+                found += store.load()
+            except ExceptionError as exc:
+                log.error("%s; the exceptions in force stay", exc)
+                return self.exceptions
+        return found
 
     async def policy_tick(self) -> None:
         """Every second: schedules that started or ended, exceptions granted or expired.
@@ -980,7 +1014,7 @@ class Agent:
     def apply_exceptions(self) -> bool:
         """Take exceptions granted or removed since, and drop expired ones; True if any did."""
         now = time.time()
-        stamp = ExceptionStore(self.config.state_dir).stamp()
+        stamp = tuple(store.stamp() for store in self._exception_stores())
         if stamp != self._exceptions_stamp:
             exceptions = self._load_exceptions()
         else:
@@ -1097,6 +1131,7 @@ class Agent:
         await self.jobs.stop()
         await self._stop_monitor()
         await self._stop_uploader()
+        await self._stop_policy_sync()
         self._close_listeners()
         if self.blockpage is not None:
             await self.blockpage.stop()

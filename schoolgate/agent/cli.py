@@ -24,7 +24,7 @@ from schoolgate import __version__
 from schoolgate.agent import cli_lists, cli_log, cli_policy, cli_requests
 from schoolgate.agent import config as config_mod
 from schoolgate.agent.app import Agent, StartupError, block_settings, client_identifier
-from schoolgate.agent.config import AgentConfig, ConfigError, parse_address
+from schoolgate.agent.config import AgentConfig, ConfigError, ConfigLoader, parse_address
 from schoolgate.agent.dns.synth import BlockResponse, BlockSettings, block_addresses
 from schoolgate.agent.dns.upstream import parse_upstream
 from schoolgate.agent.dns.wire import Query, parse_query, text_to_wire, wire_to_text
@@ -35,6 +35,7 @@ from schoolgate.agent.filter.store import ListStore
 from schoolgate.agent.lists import list_sources
 from schoolgate.agent.policy import categories as taxonomy_mod
 from schoolgate.agent.policy.categories import LANGUAGES
+from schoolgate.agent.policy.central import CentralPolicy
 from schoolgate.agent.policy.decide import Decider
 from schoolgate.agent.policy.exceptions import ExceptionError, ExceptionStore, parse_duration
 from schoolgate.agent.policy.identity import read_devices
@@ -278,7 +279,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _loader(args: argparse.Namespace) -> Any:
+def _loader(args: argparse.Namespace) -> ConfigLoader:
     def overrides(raw: dict[str, Any]) -> None:
         server = raw.setdefault("server", {})
         if getattr(args, "listen", None):
@@ -312,8 +313,8 @@ def _loader(args: argparse.Namespace) -> Any:
                 {"name": f"{category}:{path}", "category": category, "path": str(path)}
             )
 
-    def load() -> AgentConfig:
-        return config_mod.load(args.config, overrides)
+    def load(candidate: CentralPolicy | None = None, /) -> AgentConfig:
+        return config_mod.load(args.config, overrides, candidate)
 
     return load
 
@@ -385,7 +386,7 @@ def _raise_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
-def _run(load: Any) -> int:
+def _run(load: ConfigLoader) -> int:
     _install_uvloop()
     _raise_file_limit()
 

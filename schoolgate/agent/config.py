@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -56,6 +56,7 @@ from schoolgate.agent.policy.categories import (
     Tier,
     make_category,
 )
+from schoolgate.agent.policy.central import CentralFiles, CentralPolicy, CentralPolicyError
 from schoolgate.agent.policy.decision import Action, Decision
 from schoolgate.agent.policy.groups import GroupRule, overlaps
 from schoolgate.agent.policy.identity import normalize_mac
@@ -376,14 +377,21 @@ class AgentConfig:
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
     upload: UploadSettings | None = None  # None: no collector, events stay on the box
     config_file: Path | None = None  # None: the bundled default, or text parsed directly
+    # The collector's policy laid over the file's sections, when one was received.
+    central: CentralPolicy | None = None
+
+    @property
+    def takes_central_policy(self) -> bool:
+        return self.upload is not None and self.upload.policy
 
     @property
     def watched_files(self) -> tuple[Path, ...]:
-        """The files whose change the running agent reloads for: the configuration file and
-        the list files it names."""
+        """The files whose change the running agent reloads for: the configuration file, the
+        list files it names, and the collector's policy as last received."""
+        central = (CentralFiles(self.state_dir).policy_path,) if self.takes_central_policy else ()
         if self.config_file is None:
-            return ()
-        return (self.config_file, *(entry.path for entry in self.lists))
+            return central
+        return (self.config_file, *(entry.path for entry in self.lists), *central)
 
     def group_actions(self, group: GroupConfig, active: frozenset[str]) -> dict[str, Action]:
         """A group's actions while the ``active`` schedules are on; later schedules in the
@@ -427,21 +435,41 @@ class AgentConfig:
 Overrides = Callable[[dict[str, Any]], None]
 
 
-def load(path: Path | None, overrides: Overrides | None = None) -> AgentConfig:
+class ConfigLoader(Protocol):
+    """Loads the configuration again (on a reload); with a candidate policy from the
+    collector, loads it with that policy instead of the one on disk, to check that it fits."""
+
+    def __call__(self, candidate: CentralPolicy | None = None, /) -> AgentConfig: ...
+
+
+def load(
+    path: Path | None, overrides: Overrides | None = None, candidate: CentralPolicy | None = None
+) -> AgentConfig:
     """Load and check a config file; ``None`` means the bundled default.
 
     ``overrides`` edits the parsed TOML before it is checked (the command line's quick-start
     flags), so a bad flag value is refused with the same precision as a bad file.
+
+    With a collector that sends the policy, the policy it last sent (``STATE_DIR/policy/
+    central.json``), or ``candidate`` when given, replaces the file's policy sections (see
+    ``policy.central``). The two are checked together: a policy that does not fit this file
+    is a ``ConfigError`` like any other.
     """
     if path is None:
         ref = resources.files("schoolgate.filter_lists").joinpath(BUNDLED_CONFIG)
         with resources.as_file(ref) as bundled:
-            return _load_file(bundled, "(bundled default config)", overrides, bundled_default=True)
-    return dataclasses.replace(_load_file(path, str(path), overrides), config_file=path)
+            return _load_file(
+                bundled, "(bundled default config)", overrides, candidate, bundled_default=True
+            )
+    return dataclasses.replace(_load_file(path, str(path), overrides, candidate), config_file=path)
 
 
 def _load_file(
-    path: Path, shown: str, overrides: Overrides | None, bundled_default: bool = False
+    path: Path,
+    shown: str,
+    overrides: Overrides | None,
+    candidate: CentralPolicy | None,
+    bundled_default: bool = False,
 ) -> AgentConfig:
     try:
         text = path.read_text(encoding="utf-8")
@@ -457,7 +485,34 @@ def _load_file(
         if overrides is not None:
             overrides(raw)
 
-    return parse(text, shown, base=path.parent, overrides=edit)
+    config = parse(text, shown, base=path.parent, overrides=edit)
+    if not config.takes_central_policy:
+        return config
+    central = candidate
+    if central is None:
+        try:
+            central = CentralFiles(config.state_dir).read_policy()
+        except CentralPolicyError as exc:
+            raise ConfigError(shown, "", _MISSING, str(exc)) from None
+        if central is None:
+            return config
+    policy = central
+
+    def edit_central(raw: dict[str, Any]) -> None:
+        edit(raw)
+        policy.apply(raw)
+
+    try:
+        config = parse(text, shown, base=path.parent, overrides=edit_central)
+    except ConfigError as exc:
+        what = exc.key + ("" if exc.value is _MISSING else f" = {exc.value!r}")
+        raise ConfigError(
+            shown,
+            "",
+            _MISSING,
+            f"with {policy.describe()}: {what + ': ' if what else ''}{exc.reason}",
+        ) from None
+    return dataclasses.replace(config, central=policy)
 
 
 def user_state_dir(program: str = "schoolgate") -> Path:

@@ -50,6 +50,8 @@ class CollectorSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     spool_max_events: int = UploadSettings.spool_max_events
     spool_max_days: float = UploadSettings.spool_max_days
     timeout: float = UploadSettings.timeout
+    policy: bool = UploadSettings.policy
+    policy_interval: float = UploadSettings.policy_interval
 
 
 class MetricsSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -156,6 +158,7 @@ def upload_settings(
         ("spool_max_events", 1_000, 1_000_000_000),
         ("spool_max_days", 0.01, 3_650),
         ("timeout", 1, 600),
+        ("policy_interval", 10, 3_600),
     ):
         value = getattr(section, key)
         if not low <= value <= high or (isinstance(value, float) and not math.isfinite(value)):
@@ -170,6 +173,8 @@ def upload_settings(
         spool_max_events=section.spool_max_events,
         spool_max_days=section.spool_max_days,
         timeout=section.timeout,
+        policy=section.policy,
+        policy_interval=section.policy_interval,
     )
 
 

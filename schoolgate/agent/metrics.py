@@ -90,6 +90,7 @@ class AgentCollector(Collector):
         yield from self._lists()
         yield from self._activity()
         yield from self._upload()
+        yield from self._policy_sync()
         yield from self._monitor()
         yield from self._blockpage()
 
@@ -292,6 +293,42 @@ class AgentCollector(Collector):
             last = GaugeMetricFamily(
                 "schoolgate_upload_last_success_timestamp_seconds",
                 "When the collector last took a batch, since the epoch.",
+            )
+            last.add_metric([], c.last_success)
+            yield last
+
+    def _policy_sync(self) -> Iterator[Metric]:
+        """Taking the policy from the collector; nothing when the agent does not."""
+        sync = self.agent.policy_sync
+        if sync is None:
+            return
+        c = sync.counters
+        fetches = CounterMetricFamily(
+            "schoolgate_policy_fetches",
+            "Asks for the collector's policy, by outcome (updated, unchanged, refused as not"
+            " fitting the local configuration, failed).",
+            labels=["outcome"],
+        )
+        for outcome, count in c.policy.items():
+            fetches.add_metric([outcome], count)
+        yield fetches
+        yield CounterMetricFamily(
+            "schoolgate_unblock_requests_shipped",
+            "Unblock requests delivered to the collector.",
+            value=c.requests_shipped,
+        )
+        central = self.agent.config.central
+        if central is not None:
+            received = GaugeMetricFamily(
+                "schoolgate_policy_received_timestamp_seconds",
+                "When the policy in force was received from the collector, since the epoch.",
+            )
+            received.add_metric([], central.received)
+            yield received
+        if c.last_success is not None:
+            last = GaugeMetricFamily(
+                "schoolgate_policy_last_success_timestamp_seconds",
+                "When the collector last answered about the policy, since the epoch.",
             )
             last.add_metric([], c.last_success)
             yield last

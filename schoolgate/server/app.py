@@ -33,6 +33,8 @@ from starlette.routing import Route
 
 from schoolgate.event_batch import BatchError, ShippedEvent, decode_batch
 from schoolgate.server.metrics import CollectorMetrics
+from schoolgate.server.policies import PolicyStore
+from schoolgate.server.policy_api import PolicyApi
 from schoolgate.server.repository import Repository, SiteRef
 from schoolgate.server.settings import CollectorSettings
 
@@ -80,10 +82,11 @@ class Collector:
         self.repo = repo
         self.settings = settings
         self.metrics = metrics
-        self._threads = anyio.CapacityLimiter(_DB_THREADS)
+        self.threads = anyio.CapacityLimiter(_DB_THREADS)
         self._tokens: dict[str, tuple[SiteRef, float]] = {}
 
-    async def _site(self, request: Request) -> SiteRef | None:
+    async def site_of(self, request: Request) -> SiteRef | None:
+        """The site whose bearer token the request carries, None without a valid one."""
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
@@ -92,9 +95,7 @@ class Collector:
         cached = self._tokens.get(token)
         if cached is not None and now - cached[1] < _TOKEN_CACHE_SECONDS:
             return cached[0]
-        site = await anyio.to_thread.run_sync(
-            self.repo.site_for_token, token, limiter=self._threads
-        )
+        site = await anyio.to_thread.run_sync(self.repo.site_for_token, token, limiter=self.threads)
         if site is not None:
             if len(self._tokens) > 10_000:
                 self._tokens.clear()
@@ -104,7 +105,7 @@ class Collector:
     async def post_events(self, request: Request) -> Response:
         m = self.metrics
         try:
-            site = await self._site(request)
+            site = await self.site_of(request)
         except SQLAlchemyError as exc:
             return self._failed(exc)
         if site is None:
@@ -143,7 +144,7 @@ class Collector:
         started = time.perf_counter()
         try:
             result = await anyio.to_thread.run_sync(
-                self.repo.ingest, site, key, events, keep_after, limiter=self._threads
+                self.repo.ingest, site, key, events, keep_after, limiter=self.threads
             )
         except DataError as exc:
             # A value the database cannot hold (too long once reversed, say): the same batch
@@ -212,12 +213,19 @@ def _too_far_ahead(events: Sequence[ShippedEvent], limit: float) -> ShippedEvent
 
 
 def create_app(
-    repo: Repository, settings: CollectorSettings, metrics: CollectorMetrics | None = None
+    repo: Repository,
+    settings: CollectorSettings,
+    metrics: CollectorMetrics | None = None,
+    *,
+    policies: PolicyStore | None = None,
 ) -> Starlette:
     collector = Collector(repo, settings, metrics or CollectorMetrics())
+    policy = PolicyApi(policies or PolicyStore(repo.engine), collector.site_of, collector.threads)
     app = Starlette(
         routes=[
             Route("/api/v1/events", collector.post_events, methods=["POST"]),
+            Route("/api/v1/policy", policy.get_policy, methods=["GET"]),
+            Route("/api/v1/requests", policy.post_requests, methods=["POST"]),
             Route("/metrics", collector.metrics_page, methods=["GET"]),
             Route("/healthz", collector.health, methods=["GET"]),
         ]

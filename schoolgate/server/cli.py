@@ -5,6 +5,7 @@
     schoolgate-collector site add NAME [--config FILE]  register a school; prints its token once
     schoolgate-collector site list [--config FILE]
     schoolgate-collector run [--config FILE] [--listen ADDR:PORT]
+    schoolgate-collector policy|exception|request ...   the central policy (see cli_policy)
 
 Without ``--config`` every setting is its default: SQLite under the user's state directory
 and the API on 127.0.0.1:8480.
@@ -18,7 +19,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from schoolgate import __version__
 from schoolgate.agent.config import ConfigError, parse_address
+from schoolgate.server import cli_policy
 from schoolgate.server.app import create_app
 from schoolgate.server.db import migrate
 from schoolgate.server.db.engine import DatabaseUrlError, open_engine
@@ -200,7 +202,18 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(site_commands.add_parser("list", help="the schools and their events")).set_defaults(
         func=cmd_site_list
     )
+    cli_policy.add_commands(commands, with_config, _on_store)
     return parser
+
+
+def _on_store(command: cli_policy.Command) -> Callable[[argparse.Namespace], int]:
+    """A command that works on the store, as a command of the parser."""
+
+    def run(args: argparse.Namespace) -> int:
+        with _opened(_settings(args)) as repo:
+            return command(args, repo)
+
+    return run
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -63,6 +63,8 @@ class Ingested:
 
 
 class Repository(Protocol):
+    engine: Engine
+
     def add_site(self, name: str) -> tuple[SiteRef, str]: ...
 
     def sites(self) -> list[SiteInfo]: ...

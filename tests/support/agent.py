@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,8 @@ import uvloop
 
 from schoolgate.agent import config as config_mod
 from schoolgate.agent.app import Agent
-from schoolgate.agent.config import AgentConfig
+from schoolgate.agent.config import AgentConfig, ConfigLoader
+from schoolgate.agent.policy.central import CentralPolicy
 
 
 def write_config(directory: Path, text: str) -> Path:
@@ -24,7 +24,7 @@ def write_config(directory: Path, text: str) -> Path:
 class AgentThread:
     """An ``Agent`` serving from a background thread until ``stop``."""
 
-    def __init__(self, load: Callable[[], AgentConfig]) -> None:
+    def __init__(self, load: ConfigLoader) -> None:
         self._load = load
         # The agent runs on uvloop in production (see cli._install_uvloop); so do the tests.
         self.loop = uvloop.new_event_loop()
@@ -33,7 +33,10 @@ class AgentThread:
 
     @classmethod
     def from_file(cls, path: Path) -> AgentThread:
-        return cls(lambda: config_mod.load(path))
+        def load(candidate: CentralPolicy | None = None, /) -> AgentConfig:
+            return config_mod.load(path, candidate=candidate)
+
+        return cls(load)
 
     def start(self) -> AgentThread:
         self._thread.start()

@@ -38,3 +38,7 @@ class UploadSettings:
     spool_max_events: int = 5_000_000
     spool_max_days: float = 7.0
     timeout: float = 30.0
+    # Take the groups, schedules and category actions from the collector, and ask for them
+    # this often (an exception granted there reaches the agent within this time).
+    policy: bool = True
+    policy_interval: float = 60.0

@@ -22,22 +22,19 @@ store, encoding and compressing run in a worker thread. Nothing here can hold up
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
-import random
-import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Final
 
 import httpx
 
-from schoolgate import __version__
 from schoolgate.agent.activity.buffer import EventBuffer
 from schoolgate.agent.activity.events import Event, EventKind
 from schoolgate.agent.activity.settings import UploadSettings
 from schoolgate.agent.activity.spool import Batch, Spool, SpoolLimits
 from schoolgate.agent.activity.store import ActivityStore, ActivityStoreError
+from schoolgate.agent.collector_http import backoff, http_client, read_token, retry_after
 from schoolgate.agent.throttle import Throttle
 from schoolgate.event_batch import CONTENT_TYPE
 
@@ -45,9 +42,6 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH: Final = "/api/v1/events"
 IDLE_POLL: Final = 2.0  # seconds between looks at the store when everything is sent
-BACKOFF_FIRST: Final = 1.0
-BACKOFF_MOST: Final = 300.0
-RETRY_AFTER_MOST: Final = 3600.0
 ENFORCE_EVERY: Final = 60.0  # seconds between checks of the spool's limits
 _LOG_EVERY: Final = 300.0
 _RETRY: Final = frozenset({408, 425, 429})
@@ -68,34 +62,6 @@ class UploadCounters:
     oldest_waiting: float | None = None
 
 
-def retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date), capped."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return min(float(value), RETRY_AFTER_MOST)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return min(max(0.0, when.timestamp() - now), RETRY_AFTER_MOST)
-
-
-def backoff(failures: int) -> float:
-    """Full jitter over a doubling, capped window: many schools coming back after a collector
-    outage spread out instead of arriving together."""
-    window = min(BACKOFF_MOST, BACKOFF_FIRST * 2 ** min(failures, 20))
-    return max(0.5, random.uniform(0, window))
-
-
-def tls_context(settings: UploadSettings) -> ssl.SSLContext:
-    """The system's trusted certificates, or only the configured CA file's."""
-    if settings.ca_file is not None:
-        return ssl.create_default_context(cafile=str(settings.ca_file))
-    return ssl.create_default_context()
-
-
 class Uploader:
     def __init__(
         self, settings: UploadSettings, store: ActivityStore, buffer: EventBuffer[object]
@@ -113,13 +79,7 @@ class Uploader:
 
     def start(self) -> None:
         s = self.settings
-        self._client = httpx.AsyncClient(
-            base_url=s.url,
-            verify=tls_context(s) if s.url.startswith("https:") else True,
-            timeout=httpx.Timeout(s.timeout),
-            headers={"User-Agent": f"schoolgate-agent/{__version__}"},
-            follow_redirects=False,
-        )
+        self._client = http_client(s)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="uploader")
         log.info("shipping events to %s as site %s", s.url, s.site)
 
@@ -162,7 +122,7 @@ class Uploader:
         )
         if batch is None:
             return IDLE_POLL
-        token = await asyncio.to_thread(self._token)
+        token = await asyncio.to_thread(read_token, self.settings.token_file, self._warn)
         if token is None:
             self._failures += 1
             return backoff(self._failures)
@@ -249,21 +209,6 @@ class Uploader:
                 pause,
             )
         return pause
-
-    def _token(self) -> str | None:
-        """The token, read each time: a fixed token file works without a restart."""
-        try:
-            # utf-8-sig: a token pasted in an editor that saves a byte-order mark still works.
-            token = self.settings.token_file.read_text(encoding="utf-8-sig").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            if self._warn():
-                log.error("cannot read collector.token_file %s: %s", self.settings.token_file, exc)
-            return None
-        if not token or not token.isascii() or not token.isprintable() or " " in token:
-            if self._warn():
-                log.error("collector.token_file %s holds no token", self.settings.token_file)
-            return None
-        return token
 
     async def _enforce(self) -> None:
         s = self.settings

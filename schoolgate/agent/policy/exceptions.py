@@ -62,8 +62,10 @@ def parse_duration(text: str) -> int:
 
 
 class ExceptionStore:
-    def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / "policy" / "exceptions.json"
+    """A file of exceptions: the local ``exceptions.json``, or the collector's copy."""
+
+    def __init__(self, state_dir: Path, file_name: str = "exceptions.json") -> None:
+        self.path = state_dir / "policy" / file_name
 
     def stamp(self) -> tuple[int, int] | None:
         """Changes when the file does: (inode, modification time), None when there is none."""
@@ -89,7 +91,7 @@ class ExceptionStore:
             raise ExceptionError(f"{self.path}: cannot read the exceptions: {err}") from None
         found: list[PolicyException] = []
         for item in raw.get("exceptions", []) if isinstance(raw, dict) else []:
-            entry = _entry(item)
+            entry = parse_entry(item)
             if entry is not None and entry.live(now):
                 found.append(entry)
         return found
@@ -97,7 +99,7 @@ class ExceptionStore:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.parent / ".exceptions.lock", "a+b") as f:
+        with open(self.path.parent / f".{self.path.stem}.lock", "a+b") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             yield
 
@@ -129,6 +131,11 @@ class ExceptionStore:
             self._save(left)
         return True
 
+    def replace(self, entries: list[PolicyException]) -> None:
+        """Make the file hold exactly ``entries`` (the collector's copy is replaced whole)."""
+        with self._locked():
+            self._save(entries)
+
     def _save(self, entries: list[PolicyException]) -> None:
         body = json.dumps({"exceptions": [asdict(e) for e in entries]}, indent=1)
         write_atomic(self.path, body.encode("utf-8"))
@@ -149,8 +156,9 @@ def _moment(value: object) -> bool:
     return math.isfinite(value) and 0 <= value <= _LAST_MOMENT
 
 
-def _entry(item: object) -> PolicyException | None:
-    """An entry of the file as a ``PolicyException``, or None when it is not a sound one."""
+def parse_entry(item: object) -> PolicyException | None:
+    """An entry of a file (or of the collector's answer) as a ``PolicyException``, or None
+    when it is not a sound one."""
     if not isinstance(item, dict):
         return None
     try:

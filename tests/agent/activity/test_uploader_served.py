@@ -13,7 +13,7 @@ import dns.query
 import pytest
 from sqlalchemy import select
 
-from schoolgate.agent.activity.uploader import backoff, retry_after
+from schoolgate.agent.collector_http import backoff, retry_after
 from schoolgate.server.db import migrate
 from schoolgate.server.db.engine import open_engine
 from schoolgate.server.db.schema import Event
