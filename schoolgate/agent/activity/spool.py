@@ -152,8 +152,7 @@ class Spool:
                 select(func.min(t.c.seq), func.max(t.c.seq)).where(t.c.seq > sent_through)
             ).one()
             if first is None:
-                return Dropped()
-            pruned = max(0, first - sent_through - 1) if sent_through else 0
+                return Dropped(pruned=self._pruned())
             mark = first - 1
             fresh = conn.execute(
                 select(func.min(t.c.seq)).where(t.c.seq > mark, t.c.time >= now - limits.max_age)
@@ -169,7 +168,11 @@ class Spool:
             if mark > sent_through:
                 conn.execute(update(_upload_state).values(sent_through=mark))
                 conn.execute(delete(_upload_alerts).where(_upload_alerts.c.seq <= mark))
-        return Dropped(too_old=too_old, too_many=too_many, pruned=pruned)
+        return Dropped(too_old=too_old, too_many=too_many, pruned=self._pruned())
+
+    def _pruned(self) -> int:
+        # Counted by retention as it deleted them (``ActivityStore.prune``).
+        return self.store.take_pruned()
 
     def waiting(self) -> tuple[int, float | None]:
         """Events not yet sent, and the time of the oldest of them."""

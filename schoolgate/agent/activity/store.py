@@ -37,8 +37,10 @@ from sqlalchemy import (
     and_,
     delete,
     func,
+    insert,
     or_,
     select,
+    update,
 )
 
 from schoolgate.agent.activity.events import Event, EventKind, Severity, StoredEvent
@@ -99,6 +101,14 @@ _upload_alerts = Table(
     _metadata,
     Column("seq", Integer, primary_key=True),
     Column("sent", Boolean, nullable=False, default=False),
+)
+# Unsent events that retention deleted before they could be shipped: counted as they go (in
+# the same transaction), reported and reset by the spool (one row).
+_upload_pruned = Table(
+    "upload_pruned",
+    _metadata,
+    Column("id", Integer, primary_key=True),
+    Column("events", Integer, nullable=False, default=0),
 )
 # Batches the collector refused as malformed (a 4xx other than 401, 408, 413 and 429): kept
 # in the log, never sent again, counted and listed here.
@@ -195,27 +205,70 @@ class ActivityStore:
         return None if found is None else float(found)
 
     def prune(self, before: float) -> int:
-        """Delete events older than ``before`` (seconds since the epoch); how many went."""
+        """Delete events older than ``before`` (seconds since the epoch); how many went.
+
+        Events not yet shipped to the collector are counted as they go, in the transaction
+        that deletes them, for the spool to report (``upload_pruned``): a clock that jumped
+        can put old times in the middle of the queue, so position alone cannot tell.
+        """
         t = _events
         deleted = 0
         while True:
-            oldest = select(t.c.seq).where(t.c.time < before).limit(_PRUNE_SLICE)
             with self._file.connection() as conn:
-                gone = conn.execute(delete(t).where(t.c.seq.in_(oldest))).rowcount
+                oldest = (
+                    select(t.c.seq)
+                    .where(t.c.time < before)
+                    .order_by(t.c.seq)
+                    .limit(_PRUNE_SLICE)
+                    .subquery()
+                )
+                top = conn.execute(select(func.max(oldest.c.seq))).scalar_one()
+                if top is None:
+                    break
+                doomed = [t.c.time < before, t.c.seq <= top]
+                state = conn.execute(select(_upload_state.c.sent_through)).first()
+                if state is not None:
+                    shipped_alerts = select(_upload_alerts.c.seq).where(
+                        _upload_alerts.c.sent.is_(True)
+                    )
+                    unsent = conn.execute(
+                        select(func.count()).where(
+                            *doomed,
+                            t.c.seq > state.sent_through,
+                            t.c.seq.not_in(shipped_alerts),
+                        )
+                    ).scalar_one()
+                    if unsent:
+                        _count_pruned(conn, unsent)
+                gone = conn.execute(delete(t).where(*doomed)).rowcount
+                conn.execute(
+                    delete(_upload_alerts).where(
+                        _upload_alerts.c.seq <= top, _upload_alerts.c.seq.not_in(select(t.c.seq))
+                    )
+                )
             deleted += gone
             if gone < _PRUNE_SLICE:
                 break
-        if deleted:
-            # Alerts pruned before they could be shipped leave the upload queue too (the spool
-            # counts them as dropped when it finds the gap).
-            with self._file.connection() as conn:
-                conn.execute(
-                    delete(_upload_alerts).where(_upload_alerts.c.seq.not_in(select(t.c.seq)))
-                )
         return deleted
+
+    def take_pruned(self) -> int:
+        """Unsent events retention deleted since the last call (the count is reset)."""
+        with self._file.connection() as conn:
+            found = conn.execute(select(_upload_pruned.c.events)).scalar_one_or_none()
+            if found:
+                conn.execute(update(_upload_pruned).values(events=0))
+        return int(found or 0)
 
     def close(self) -> None:
         self._file.close()
+
+
+def _count_pruned(conn: Connection, events: int) -> None:
+    went = conn.execute(
+        update(_upload_pruned).values(events=_upload_pruned.c.events + events)
+    ).rowcount
+    if not went:
+        conn.execute(insert(_upload_pruned).values(id=1, events=events))
 
 
 def _conditions(where: EventFilter) -> list[ColumnElement[bool]]:

@@ -122,13 +122,25 @@ def test_events_pruned_before_they_were_sent_are_counted(store: ActivityStore) -
     batch = spool.next_batch(1, 1 << 20)
     assert batch is not None
     spool.sent(batch)  # 1 sent
+    # A clock that jumped back and forth: old times in the middle of the queue (4, 5), and
+    # an alert (7) shipped ahead of the events before it.
     store.add([dns(i, when=NOW - 40 * 86_400) for i in range(2)])  # 4, 5
     store.add([dns(i) for i in range(2)])  # 6, 7
-    with store.connection() as conn:
-        conn.exec_driver_sql("DELETE FROM events WHERE seq IN (2, 3)")
+    store.prune(NOW - 30 * 86_400)
     assert spool.enforce(SpoolLimits(max_age=30 * 86_400), now=NOW).pruned == 2
+    assert spool.enforce(SpoolLimits(max_age=30 * 86_400), now=NOW).pruned == 0  # reported once
     after = spool.next_batch(100, 1 << 20)
-    assert after is not None and after.seqs == (6, 7)
+    assert after is not None and after.seqs == (2, 3, 6, 7)
+
+
+def test_events_already_sent_are_not_counted_when_pruned(store: ActivityStore) -> None:
+    store.add([dns(i, when=NOW - 40 * 86_400) for i in range(3)])
+    spool = Spool(store, "north")
+    batch = spool.next_batch(2, 1 << 20)
+    assert batch is not None
+    spool.sent(batch)  # 1, 2 sent; 3 not
+    assert store.prune(NOW - 30 * 86_400) == 3
+    assert spool.enforce(SpoolLimits(max_age=90 * 86_400), now=NOW).pruned == 1
 
 
 def test_a_new_store_names_its_batches_anew(tmp_path: Path) -> None:
