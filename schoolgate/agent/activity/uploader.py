@@ -8,8 +8,9 @@ bearer token and the batch's ``Idempotency-Key``. What the answer means:
 | 2xx | the batch is sent: the spool moves past it |
 | 408, 429, 5xx, no answer | waits (``Retry-After``, else jittered backoff) and sends it again |
 | 401, 403 | the token is refused: says so, reads the token file again, retries with backoff |
-| 413 | sends half as many events at a time; a single event too large is quarantined |
-| 400, 415, 422 | quarantines the batch (kept in the local log, never sent again) and counts it |
+| 400, 413, 422 | sends half as many at a time, so the events around a bad one go through |
+| the same, for one event | quarantines it (kept in the local log, never sent again), counts it |
+| 415 | quarantines the batch |
 | 3xx, any other 4xx | says the URL or a proxy is wrong, and retries with backoff |
 
 Only the collector's answers about the batch itself quarantine it: a wrong URL (404), a proxy
@@ -46,6 +47,7 @@ ENFORCE_EVERY: Final = 60.0  # seconds between checks of the spool's limits
 _LOG_EVERY: Final = 300.0
 _RETRY: Final = frozenset({408, 425, 429})
 _QUARANTINE: Final = frozenset({400, 413, 415, 422})
+_SPLIT: Final = frozenset({400, 413, 422})  # about an event: split the batch to find it
 MIN_PAUSE: Final = 0.5  # even when told to retry at once
 
 OUTCOMES: Final = ("sent", "retried", "quarantined", "refused_token")
@@ -173,11 +175,14 @@ class Uploader:
                     status,
                 )
             return backoff(self._failures)
-        if status == 413 and batch.events > 1:
+        if status in _SPLIT and batch.events > 1:
+            # Too large, or one bad event: smaller batches go through, and the one at fault
+            # ends up alone and is quarantined by itself, not with the events around it.
             self._max_events = max(1, batch.events // 2)
             log.info(
-                "the collector finds %d events too large: sending %d at a time",
+                "the collector refused %d events (HTTP %d): sending %d at a time",
                 batch.events,
+                status,
                 self._max_events,
             )
             return 0.0

@@ -13,6 +13,8 @@ import dns.query
 import pytest
 from sqlalchemy import select
 
+from schoolgate.agent.activity.events import Event as AgentEvent
+from schoolgate.agent.activity.events import EventKind
 from schoolgate.agent.collector_http import backoff, retry_after
 from schoolgate.server.db import migrate
 from schoolgate.server.db.engine import open_engine
@@ -137,6 +139,33 @@ def test_a_batch_refused_as_malformed_is_quarantined_and_the_rest_go_on(
     spool = agent.agent.uploader.spool
     ((_, first, last, count, reason),) = spool.quarantined()
     assert (first, last, count) == (2, 2, 1) and reason.startswith("HTTP 400")
+
+
+def test_one_bad_event_is_quarantined_alone_and_those_around_it_arrive(
+    make_agent: AgentFactory, collector: CollectorThread, tmp_path: Path
+) -> None:
+    agent = make_agent(shipping(collector, tmp_path))
+    ask(agent, "first.example.org")
+    assert wait_for(lambda: len(arrived(collector)) == 1, timeout=30)
+    assert agent.agent is not None and agent.agent.uploader is not None
+    before = [f"before{i}.example.org" for i in range(10)]
+    after = [f"after{i}.example.org" for i in range(10)]
+    for name in before:
+        ask(agent, name)
+    # An event the collector refuses (its data is over the batch format's 4 KiB): one a
+    # faulty agent might make, in the middle of the others.
+    agent.agent.activity.buffer.append(
+        AgentEvent(kind=EventKind.STATUS, time=time.time(), action="test", data={"x": "y" * 5000})
+    )
+    for name in after:
+        ask(agent, name)
+    spool = agent.agent.uploader.spool
+    assert wait_for(lambda: len(arrived(collector)) == 21 and spool.quarantined(), timeout=60)
+    assert sorted(name for _, name in arrived(collector)) == sorted(
+        ["first.example.org", *before, *after]
+    )
+    ((_, first, last, count, reason),) = spool.quarantined()
+    assert first == last == 12 and count == 1 and reason.startswith("HTTP 400")
 
 
 def test_a_wrong_url_or_proxy_answer_is_retried_not_quarantined(
