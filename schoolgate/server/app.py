@@ -32,11 +32,17 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from schoolgate.event_batch import BatchError, ShippedEvent, decode_batch
+from schoolgate.server.admin_api import admin_routes
+from schoolgate.server.auth import Authenticator
+from schoolgate.server.errors import ApiError, api_error_response
 from schoolgate.server.metrics import CollectorMetrics
 from schoolgate.server.policies import PolicyStore
+from schoolgate.server.policy_admin_api import policy_admin_routes
 from schoolgate.server.policy_api import PolicyApi
 from schoolgate.server.repository import Repository, SiteRef
+from schoolgate.server.sessions import Sessions, session_routes
 from schoolgate.server.settings import CollectorSettings
+from schoolgate.server.users import UserStore
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +227,8 @@ def create_app(
 ) -> Starlette:
     collector = Collector(repo, settings, metrics or CollectorMetrics())
     policy = PolicyApi(policies or PolicyStore(repo.engine), collector.site_of, collector.threads)
+    # Users sign in for the admin API; auth.require finds the authenticator on app.state.
+    auth = Authenticator(UserStore(repo.engine), collector.threads)
     app = Starlette(
         routes=[
             Route("/api/v1/events", collector.post_events, methods=["POST"]),
@@ -228,7 +236,12 @@ def create_app(
             Route("/api/v1/requests", policy.post_requests, methods=["POST"]),
             Route("/metrics", collector.metrics_page, methods=["GET"]),
             Route("/healthz", collector.health, methods=["GET"]),
-        ]
+            *session_routes(Sessions(auth, settings.session_seconds)),
+            *admin_routes(repo.engine, collector.threads, settings.max_export_rows),
+            *policy_admin_routes(repo.engine, collector.threads),
+        ],
+        exception_handlers={ApiError: api_error_response},
     )
     app.state.collector = collector
+    app.state.auth = auth
     return app

@@ -6,6 +6,7 @@
     schoolgate-collector site list [--config FILE]
     schoolgate-collector run [--config FILE] [--listen ADDR:PORT]
     schoolgate-collector policy|exception|request ...   the central policy (see cli_policy)
+    schoolgate-collector user add|list|disable|token ... who signs in (see cli_users)
 
 Without ``--config`` every setting is its default: SQLite under the user's state directory
 and the API on 127.0.0.1:8480.
@@ -30,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from schoolgate import __version__
 from schoolgate.agent.config import ConfigError, parse_address
-from schoolgate.server import cli_policy
+from schoolgate.server import cli_policy, cli_users
 from schoolgate.server.app import create_app
 from schoolgate.server.db import migrate
 from schoolgate.server.db.engine import DatabaseUrlError, open_engine
@@ -203,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_site_list
     )
     cli_policy.add_commands(commands, with_config, _on_store)
+    cli_users.add_commands(commands, with_config, _on_store)
     return parser
 
 

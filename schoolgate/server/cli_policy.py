@@ -47,10 +47,10 @@ def _site(repo: SqlRepository, name: str | None) -> SiteRef | None:
     """The site called ``name``; None for no name (the district). ``LookupError`` if unknown."""
     if name is None:
         return None
-    for site in repo.sites():
-        if site.name == name:
-            return SiteRef(site.id, site.name)
-    raise LookupError(f"no site {name!r}: 'schoolgate-collector site list' shows them")
+    found = PolicyStore(repo.engine).site_named(name)
+    if found is None:
+        raise LookupError(f"no site {name!r}: 'schoolgate-collector site list' shows them")
+    return found
 
 
 def _fail(message: str, status: int = 1) -> int:

@@ -126,6 +126,12 @@ class PolicyStore:
         self.engine = engine
         self._insert = postgresql.insert if is_postgresql(engine) else sqlite.insert
 
+    def site_named(self, name: str) -> SiteRef | None:
+        query = select(_sites.c.id, _sites.c.name).where(_sites.c.name == name)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else SiteRef(row.id, row.name)
+
     # --- documents --------------------------------------------------------------------------
 
     def current(self, site_id: int | None) -> Revision | None:

@@ -15,6 +15,10 @@ max_future_seconds = 300        # how far ahead of our clock an event's time may
 
 [retention]
 days = 365
+
+[admin]
+session_hours = 12             # how long a sign-in lasts
+max_export_rows = 1000000      # the most rows one CSV export holds
 ```
 
 Without a file, ``run`` serves on 127.0.0.1:8480 with SQLite under the user's state directory:
@@ -60,11 +64,17 @@ class RetentionSection(_Section):
     days: Annotated[int, msgspec.Meta(ge=1, le=3_650)] = 365
 
 
+class AdminSection(_Section):
+    session_hours: Annotated[float, msgspec.Meta(gt=0, le=24 * 30)] = 12.0
+    max_export_rows: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)] = 1_000_000
+
+
 class _Raw(_Section):
     server: ServerSection = msgspec.field(default_factory=ServerSection)
     database: DatabaseSection = msgspec.field(default_factory=DatabaseSection)
     ingest: IngestSection = msgspec.field(default_factory=IngestSection)
     retention: RetentionSection = msgspec.field(default_factory=RetentionSection)
+    admin: AdminSection = msgspec.field(default_factory=AdminSection)
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,8 @@ class CollectorSettings:
     limits: BatchLimits
     max_future_seconds: float
     retention_days: int
+    session_seconds: float = 12 * 3_600.0
+    max_export_rows: int = 1_000_000
 
     @property
     def retention_seconds(self) -> float:
@@ -128,4 +140,6 @@ def parse(text: str, shown: str, base: Path) -> CollectorSettings:
         ),
         max_future_seconds=i.max_future_seconds,
         retention_days=raw.retention.days,
+        session_seconds=raw.admin.session_hours * 3_600.0,
+        max_export_rows=raw.admin.max_export_rows,
     )

@@ -9,8 +9,8 @@ and starts numbering again still has its new events kept, since their times diff
 PostgreSQL the table is partitioned by day on ``time`` (seconds since the epoch, UTC), so
 retention drops whole partitions instead of deleting rows; a partitioned table's key must
 contain the partition column, which this one does. Its indexes serve the admin searches: by
-site and time, by device, by name (written backwards, so a name and everything below it is
-one range), by category and by kind.
+site and time, by device (address, MAC or the name a safeguarding lead knows it by), by name
+(written backwards, so a name and everything below it is one range), by category and by kind.
 """
 
 from __future__ import annotations
@@ -81,7 +81,15 @@ class Event(Base):
         Index("ix_events_site_time", "site_id", "time"),
         Index("ix_events_site_client", "site_id", "client_ip", "time"),
         Index("ix_events_site_mac", "site_id", "mac", "time"),
-        Index("ix_events_site_rname", "site_id", "rname"),
+        Index("ix_events_site_hostname", "site_id", "hostname", "time"),  # revision 0002
+        # Byte order on PostgreSQL (revision 0002), whatever the database's collation: a
+        # name and the names below it are then one range, found with LIKE 'prefix%'.
+        Index(
+            "ix_events_site_rname",
+            "site_id",
+            "rname",
+            postgresql_ops={"rname": "text_pattern_ops"},
+        ),
         Index("ix_events_site_category", "site_id", "category", "time"),
         Index("ix_events_site_kind", "site_id", "kind", "time"),
         {"postgresql_partition_by": "RANGE (time)"},

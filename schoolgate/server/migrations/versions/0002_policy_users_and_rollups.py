@@ -1,5 +1,6 @@
 """Policy revisions, central exceptions, unblock requests, users, credentials, the audit log,
-and the per-hour, per-name and per-device counts kept up by ingest.
+and the per-hour, per-name and per-device counts kept up by ingest; events searchable by the
+device's name.
 
 Revision ID: 0002
 Revises: 0001
@@ -24,6 +25,20 @@ def _site_fk(table: str) -> sa.ForeignKeyConstraint:
 
 
 def upgrade() -> None:
+    # A search by device name (the name a safeguarding lead knows a laptop by) is as common
+    # as one by address or MAC, which 0001 indexed already.
+    op.create_index("ix_events_site_hostname", "events", ["site_id", "hostname", "time"])
+    if op.get_context().dialect.name == "postgresql":
+        # A search by name is a prefix of the reversed name. Under a database collation such
+        # as en_GB.UTF-8, punctuation is ignored at first, so '<' and '>' do not keep a name's
+        # subdomains together; text_pattern_ops compares bytes, and serves LIKE 'prefix%'.
+        op.drop_index("ix_events_site_rname", "events")
+        op.create_index(
+            "ix_events_site_rname",
+            "events",
+            ["site_id", "rname"],
+            postgresql_ops={"rname": "text_pattern_ops"},
+        )
     op.create_table(
         "event_counts",
         sa.Column("site_id", sa.Integer, nullable=False),
@@ -183,3 +198,7 @@ def downgrade() -> None:
         "event_counts",
     ):
         op.drop_table(table)
+    op.drop_index("ix_events_site_hostname", "events")
+    if op.get_context().dialect.name == "postgresql":
+        op.drop_index("ix_events_site_rname", "events")
+        op.create_index("ix_events_site_rname", "events", ["site_id", "rname"])
