@@ -178,10 +178,16 @@ class EventQueries:
     def _event_conditions(self, f: EventFilter) -> list[ColumnElement[bool]]:
         e = _events.c
         found: list[ColumnElement[bool]] = [e.site_id.in_(f.sites) if f.sites else false()]
+        when: ColumnElement[float] = e.time
+        if f.name and not self.postgresql:
+            # Without statistics SQLite walks the day newest first by the time index, to
+            # spare a sort, reading every event to find the few under one name (150 ms over
+            # a school's day). ``time + 0`` keeps it off that index and on the name's.
+            when = e.time + 0
         if f.since is not None:
-            found.append(e.time >= f.since)
+            found.append(when >= f.since)
         if f.until is not None:
-            found.append(e.time < f.until)
+            found.append(when < f.until)
         for column, value in (
             (e.client_ip, f.client),
             (e.mac, f.mac),
