@@ -29,7 +29,6 @@ DAY: Final = 86_400
 # rewrite). Only dns events are counted as blocked names: the alert an agent raises about a
 # blocked lookup is the same lookup again.
 BLOCKING_ACTIONS: Final = frozenset(a.value for a in Action if a.blocks)
-_ROWS_PER_STATEMENT: Final = 1_000
 
 _counts = cast(Table, EventCount.__table__)
 _blocked = cast(Table, BlockedName.__table__)
@@ -183,12 +182,17 @@ def _upsert(
     values: list[dict[str, Any]],
     changes: Callable[[Any], dict[str, Any]],
 ) -> None:
+    """One statement executed for all the rows: it is compiled once and cached, where a
+    multi-row VALUES with its thousands of parameters was built and parsed anew for every
+    batch (most of the collector's time at ingest)."""
+    if not values:
+        return
     keys = [c.name for c in table.primary_key.columns]
-    for start in range(0, len(values), _ROWS_PER_STATEMENT):
-        statement = insert(table).values(values[start : start + _ROWS_PER_STATEMENT])
-        conn.execute(
-            statement.on_conflict_do_update(index_elements=keys, set_=changes(statement.excluded))
-        )
+    statement = insert(table)
+    conn.execute(
+        statement.on_conflict_do_update(index_elements=keys, set_=changes(statement.excluded)),
+        values,
+    )
 
 
 def prune(conn: Connection, before: float) -> None:
