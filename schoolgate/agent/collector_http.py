@@ -8,6 +8,7 @@ configured, so the HTTP client is not otherwise in the DNS process.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import random
@@ -64,6 +65,15 @@ def http_client(settings: UploadSettings) -> httpx.AsyncClient:
         headers={"User-Agent": f"schoolgate-agent/{__version__}"},
         follow_redirects=False,
     )
+
+
+async def close(task: asyncio.Task[None] | None, client: httpx.AsyncClient | None) -> None:
+    """Stop a conversation's loop now and close its connections."""
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    if client is not None:
+        await client.aclose()
 
 
 def read_token(token_file: Path, warn: Callable[[], bool]) -> str | None:

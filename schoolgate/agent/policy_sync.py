@@ -32,7 +32,13 @@ import httpx
 
 from schoolgate.agent.activity.settings import UploadSettings
 from schoolgate.agent.blockpage.store import StoreError, UnblockStore
-from schoolgate.agent.collector_http import backoff, http_client, read_token, retry_after
+from schoolgate.agent.collector_http import (
+    backoff,
+    close,
+    http_client,
+    read_token,
+    retry_after,
+)
 from schoolgate.agent.config import ConfigError
 from schoolgate.agent.policy.central import (
     CentralFiles,
@@ -88,13 +94,8 @@ class PolicySync:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="policy-sync")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await close(self._task, self._client)
+        self._task, self._client = None, None
 
     async def _run(self) -> None:
         while True:

@@ -34,7 +34,7 @@ from starlette.routing import Route
 from schoolgate.event_batch import BatchError, ShippedEvent, decode_batch
 from schoolgate.server.admin_api import admin_routes
 from schoolgate.server.auth import Authenticator
-from schoolgate.server.errors import ApiError, api_error_response
+from schoolgate.server.errors import ApiError, api_error_response, error_response
 from schoolgate.server.metrics import CollectorMetrics
 from schoolgate.server.policies import PolicyStore
 from schoolgate.server.policy_admin_api import policy_admin_routes
@@ -54,10 +54,6 @@ _TOKEN_CACHE_SECONDS: Final = 30.0
 
 class _TooLarge(Exception):
     pass
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 async def _body(request: Request, most: int) -> bytes:
@@ -116,7 +112,7 @@ class Collector:
             return self._failed(exc)
         if site is None:
             m.batch["unauthorized"].inc()
-            return _error(
+            return error_response(
                 401, "a site's bearer token is needed", {"WWW-Authenticate": 'Bearer realm="api"'}
             )
         rejected = self._check_headers(request)
@@ -130,17 +126,17 @@ class Collector:
             events = await anyio.to_thread.run_sync(decode_batch, body, gzipped, limits)
         except _TooLarge:
             m.batch["rejected"].inc()
-            return _error(413, f"the body is over {limits.max_compressed_bytes:,} bytes")
+            return error_response(413, f"the body is over {limits.max_compressed_bytes:,} bytes")
         except BatchError as exc:
             m.batch["rejected"].inc()
             log.info("batch from %s refused: %s", site.name, exc)
-            return _error(413 if exc.too_large else 400, str(exc))
+            return error_response(413 if exc.too_large else 400, str(exc))
         now = time.time()
         ahead = _too_far_ahead(events, now + self.settings.max_future_seconds)
         if ahead is not None:
             m.batch["rejected"].inc()
             m.event["rejected"].inc(len(events))
-            return _error(
+            return error_response(
                 422,
                 f"event {ahead.seq} is {ahead.time - now:.0f} s ahead of the collector's clock "
                 f"(at most {self.settings.max_future_seconds:g} s): check the agent's clock",
@@ -157,7 +153,7 @@ class Collector:
             # would fail again, so it is refused rather than retried.
             m.batch["rejected"].inc()
             m.event["rejected"].inc(len(events))
-            return _error(400, f"an event cannot be stored: {getattr(exc, 'orig', exc)}")
+            return error_response(400, f"an event cannot be stored: {getattr(exc, 'orig', exc)}")
         except SQLAlchemyError as exc:
             return self._failed(exc)
         m.insert_seconds.observe(time.perf_counter() - started)
@@ -184,21 +180,23 @@ class Collector:
     def _check_headers(self, request: Request) -> Response | None:
         key = request.headers.get("idempotency-key", "")
         if not _valid_key(key):
-            return _error(
+            return error_response(
                 400,
                 f"an Idempotency-Key header of 1 to {MAX_KEY_LENGTH} printable ASCII characters "
                 "is needed",
             )
         encoding = request.headers.get("content-encoding", "").strip().lower()
         if encoding not in ("", "identity", "gzip"):
-            return _error(415, f"Content-Encoding {encoding!r}: only gzip, or none, is accepted")
+            return error_response(
+                415, f"Content-Encoding {encoding!r}: only gzip, or none, is accepted"
+            )
         return None
 
     def _failed(self, exc: SQLAlchemyError) -> Response:
         self.metrics.db_errors.inc()
         self.metrics.batch["failed"].inc()
         log.warning("database error, batch refused for now: %s", getattr(exc, "orig", exc))
-        return _error(
+        return error_response(
             503,
             "the collector's database is unavailable; send the batch again later",
             {"Retry-After": str(RETRY_AFTER_SECONDS)},

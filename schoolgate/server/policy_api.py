@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from schoolgate.server.errors import ApiError, in_thread, unavailable
 from schoolgate.server.policies import MAX_REQUESTS_PER_CALL, PolicyStore
 from schoolgate.server.repository import SiteRef
 
@@ -81,10 +82,6 @@ def _check(request: ShippedRequest, index: int) -> str | None:
     return None
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
 class PolicyApi:
     def __init__(
         self, policies: PolicyStore, site_of: SiteOf, limiter: anyio.CapacityLimiter
@@ -93,28 +90,20 @@ class PolicyApi:
         self._site_of = site_of
         self._threads = limiter
 
-    async def _site(self, request: Request) -> SiteRef | Response:
+    async def _site(self, request: Request) -> SiteRef:
         try:
             site = await self._site_of(request)
-        except SQLAlchemyError:
-            return _error(503, "the collector's database is unavailable", {"Retry-After": "30"})
+        except SQLAlchemyError as exc:
+            raise unavailable(exc) from exc
         if site is None:
-            return _error(
+            raise ApiError(
                 401, "a site's bearer token is needed", {"WWW-Authenticate": 'Bearer realm="api"'}
             )
         return site
 
     async def get_policy(self, request: Request) -> Response:
         site = await self._site(request)
-        if isinstance(site, Response):
-            return site
-        try:
-            body, etag = await anyio.to_thread.run_sync(
-                self.policies.for_agent, site, limiter=self._threads
-            )
-        except SQLAlchemyError as exc:
-            log.warning("cannot read the policy of %s: %s", site.name, exc)
-            return _error(503, "the collector's database is unavailable", {"Retry-After": "30"})
+        body, etag = await in_thread(self._threads, self.policies.for_agent, site)
         headers = {"ETag": etag, "Cache-Control": "no-cache"}
         wanted = [tag.strip() for tag in request.headers.get("if-none-match", "").split(",")]
         if etag in wanted:
@@ -123,27 +112,19 @@ class PolicyApi:
 
     async def post_requests(self, request: Request) -> Response:
         site = await self._site(request)
-        if isinstance(site, Response):
-            return site
         body = await request.body()
         if len(body) > MAX_REQUESTS_BODY:
-            return _error(413, f"the body is over {MAX_REQUESTS_BODY:,} bytes")
+            raise ApiError(413, f"the body is over {MAX_REQUESTS_BODY:,} bytes")
         try:
             batch = msgspec.json.decode(body, type=_RequestBatch)
         except msgspec.DecodeError as exc:
-            return _error(400, f"not a list of unblock requests: {exc}")
+            raise ApiError(400, f"not a list of unblock requests: {exc}") from None
         if len(batch.requests) > MAX_REQUESTS_PER_CALL:
-            return _error(413, f"over {MAX_REQUESTS_PER_CALL:,} requests in one call")
+            raise ApiError(413, f"over {MAX_REQUESTS_PER_CALL:,} requests in one call")
         for index, item in enumerate(batch.requests):
             problem = _check(item, index)
             if problem is not None:
-                return _error(400, problem)
+                raise ApiError(400, problem)
         rows = [msgspec.structs.asdict(item) for item in batch.requests]
-        try:
-            new = await anyio.to_thread.run_sync(
-                self.policies.receive_requests, site, rows, limiter=self._threads
-            )
-        except SQLAlchemyError as exc:
-            log.warning("cannot store unblock requests of %s: %s", site.name, exc)
-            return _error(503, "the collector's database is unavailable", {"Retry-After": "30"})
+        new = await in_thread(self._threads, self.policies.receive_requests, site, rows)
         return JSONResponse({"received": len(rows), "new": new})

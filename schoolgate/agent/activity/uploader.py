@@ -35,7 +35,13 @@ from schoolgate.agent.activity.events import Event, EventKind
 from schoolgate.agent.activity.settings import UploadSettings
 from schoolgate.agent.activity.spool import Batch, Spool, SpoolLimits
 from schoolgate.agent.activity.store import ActivityStore, ActivityStoreError
-from schoolgate.agent.collector_http import backoff, http_client, read_token, retry_after
+from schoolgate.agent.collector_http import (
+    backoff,
+    close,
+    http_client,
+    read_token,
+    retry_after,
+)
 from schoolgate.agent.throttle import Throttle
 from schoolgate.event_batch import CONTENT_TYPE
 
@@ -88,13 +94,8 @@ class Uploader:
     async def stop(self) -> None:
         """Stop now. A batch in flight is abandoned: it is still unsent, and the collector
         keeps each event once when it comes again."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await close(self._task, self._client)
+        self._task, self._client = None, None
 
     async def _run(self) -> None:
         while True:
