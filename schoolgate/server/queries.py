@@ -27,6 +27,7 @@ from sqlalchemy import (
     Select,
     Table,
     and_,
+    bindparam,
     case,
     false,
     func,
@@ -215,7 +216,13 @@ class EventQueries:
                 )
             )
         if f.kinds:
-            found.append(e.kind.in_(f.kinds))
+            # Written into the statement, not bound: only then can the database tell that
+            # a search for alerts may read the alerts' own index (ix_events_site_alerts).
+            found.append(
+                e.kind == bindparam(None, f.kinds[0], literal_execute=True)
+                if len(f.kinds) == 1
+                else e.kind.in_(bindparam(None, f.kinds, expanding=True, literal_execute=True))
+            )
         if f.received_by is not None:
             found.append(e.received <= f.received_by)
         return found
