@@ -3,15 +3,19 @@ PostgreSQL: always what a GROUP BY over the events would say, whatever is sent t
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, cast
+
+import pytest
+from sqlalchemy.pool import QueuePool
 
 from schoolgate.agent.activity.events import EventKind
 from schoolgate.event_batch import ShippedEvent
-from schoolgate.server.repository import SiteRef, SqlRepository
+from schoolgate.server.repository import SiteRef, SqlRepository, _insert_postgresql, event_values
 from schoolgate.server.rollups import BLOCKING_ACTIONS, DAY, HOUR, day_of, hour_of
 
 NOW = time.time()
@@ -231,4 +235,105 @@ def test_concurrent_overlapping_batches_count_each_event_once(repo: SqlRepositor
         t.join()
     assert failures == []
     assert repo.count_events(site.id) == 300
+    assert_counts_match_events(repo)
+
+
+def test_hours_and_days_split_at_their_boundaries_as_hour_of_says(repo: SqlRepository) -> None:
+    # The last float before a boundary belongs to the hour (and day) before, the boundary
+    # itself to the next, on both databases.
+    site, _ = repo.add_site("north-primary")
+    midnight = day_of(NOW)
+    edges = [midnight, midnight + HOUR, midnight + 5 * HOUR]
+    times = [
+        t for edge in edges for t in (math.nextafter(edge, 0), edge, math.nextafter(edge, NOW * 2))
+    ]
+    batch = [
+        _dns(seq, when, client_ip="10.0.0.1", name="bad.example", action="block")
+        for seq, when in enumerate(times, 1)
+    ]
+    assert repo.ingest(site, "k", batch, keep_after=0).inserted == len(times)
+    assert_counts_match_events(repo)
+    hours = sorted(r.hour for r in _table(repo, "SELECT hour FROM event_counts"))
+    assert hours == sorted(
+        {midnight - HOUR, midnight, midnight + 4 * HOUR, midnight + HOUR, midnight + 5 * HOUR}
+    )
+
+
+def test_the_newest_event_names_the_device_and_of_two_at_once_the_later_number(
+    repo: SqlRepository,
+) -> None:
+    site, _ = repo.add_site("north-primary")
+    ip = {"client_ip": "10.0.0.9", "mac": ""}
+    repo.ingest(
+        site,
+        "1",
+        [
+            _dns(7, NOW - 5, hostname="second", group="staff", **ip),
+            _dns(6, NOW - 5, hostname="first", group="ks1", **ip),
+            # The highest number, but older: a number is no clock.
+            _dns(10, NOW - 9, hostname="oldest", group="ks2", **ip),
+            _dns(5, NOW, hostname="", group="", **ip),  # the newest has no name to give
+            _dns(8, NOW - 1, name="bad.example", action="block", categories=("adult",)),
+            _dns(9, NOW - 1, name="bad.example", action="block", categories=("games",)),
+            _dns(11, NOW - 2, name="bad.example", action="block", categories=("gambling",)),
+        ],
+        keep_after=0,
+    )
+    (device,) = _table(
+        repo, "SELECT hostname, grp, last_seen FROM devices WHERE client_ip = '10.0.0.9'"
+    )
+    assert tuple(device) == ("second", "staff", NOW)
+    (blocked,) = _table(repo, "SELECT category, count FROM blocked_names")
+    assert tuple(blocked) == ("games", 3)
+
+
+def test_a_batch_that_fails_does_not_break_the_next_on_the_same_connection(
+    repo: SqlRepository,
+) -> None:
+    # On PostgreSQL a batch holding events held already is staged in a temporary table, made
+    # in the batch's transaction the first time a connection needs it; a batch that fails
+    # takes the table with it, and the next one must make it again.
+    if repo.partitions is None:
+        pytest.skip("PostgreSQL only: SQLite inserts the rows directly")
+    site, _ = repo.add_site("north-primary")
+
+    def batch(first: int) -> list[ShippedEvent]:
+        return [
+            _dns(seq, NOW - 60, client_ip="10.0.0.1", name="bad.example", action="block")
+            for seq in range(first, first + 10)
+        ]
+
+    assert repo.ingest(site, "1", batch(1), keep_after=0).inserted == 10
+    with pytest.raises(RuntimeError), repo.engine.begin() as conn:
+        rows = [event_values(site.id, e, NOW) for e in batch(6)]
+        assert _insert_postgresql(conn, site.id, rows) == 5  # staged: five were held
+        raise RuntimeError("the batch fails after its rows were staged")
+    assert cast(QueuePool, repo.engine.pool).checkedin() == 1, (
+        "one connection, used by every batch here"
+    )
+    result = repo.ingest(site, "2", batch(6), keep_after=0)
+    assert (result.inserted, result.duplicates) == (5, 5)
+    assert repo.count_events(site.id) == 15
+    assert_counts_match_events(repo)
+
+
+def test_a_batch_read_back_with_another_is_still_counted_once(repo: SqlRepository) -> None:
+    # Two batches of one site received at the same moment, with sequence numbers in the same
+    # range: reading one back would find the other's events too, so it is counted from the
+    # batch itself instead.
+    site, _ = repo.add_site("north-primary")
+    blocked = {"name": "bad.example", "action": "block"}
+    first = [_dns(seq, NOW - 45, client_ip="10.0.0.1", **blocked) for seq in (1, 3, 5)]
+    second = [_dns(seq, NOW - 90 + seq * 15, client_ip="10.0.0.2", **blocked) for seq in (2, 4)]
+    if repo.partitions is not None:
+        repo.partitions.ensure([NOW - 60, NOW - 30])
+    with repo.engine.begin() as conn:
+        for batch in (first, second):
+            rows = [event_values(site.id, e, NOW) for e in batch]
+            inserted = (
+                _insert_postgresql(conn, site.id, rows)
+                if repo.postgresql
+                else repo._insert_events(conn, site, rows)
+            )
+            assert inserted == len(batch)
     assert_counts_match_events(repo)
