@@ -191,7 +191,7 @@ def record(conn: Connection, site_id: int, rows: Sequence[Row]) -> None:
 
 
 # How a row already held takes in the same key's row from a new batch; both ways of keeping
-# the counts (``record`` and ``insert_staged``) merge by these.
+# the counts (``record``, and ``count_copied`` and ``insert_staged``) merge by these.
 
 
 def _count_update(excluded: Any) -> dict[str, Any]:
