@@ -153,7 +153,7 @@ class AdminApi:
     async def _run(self, work: Callable[[Unpack[Ts]], T], *args: *Ts) -> T:
         return await in_thread(self.limiter, work, *args)
 
-    async def _scope(self, principal: Principal, params: Params) -> Scope:
+    async def scope(self, principal: Principal, params: Params) -> Scope:
         sites = await self._run(self.queries.sites)
         return Scope(principal, sites, params.texts("site", 64))
 
@@ -187,7 +187,7 @@ class AdminApi:
 
     # --- events -------------------------------------------------------------------------------
 
-    def _event_filter(
+    def event_filter(
         self,
         principal: Principal,
         params: Params,
@@ -224,8 +224,8 @@ class AdminApi:
     async def events(self, request: Request) -> Response:
         principal = await require(request, Permission.EVENTS)
         params = Params(request, (*EVENT_FILTERS, *_PAGING))
-        scope = await self._scope(principal, params)
-        found = self._event_filter(principal, params, scope)
+        scope = await self.scope(principal, params)
+        found = self.event_filter(principal, params, scope)
         limit = params.integer("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
         page = await self._run(self.queries.events, found, limit, params.cursor(EVENT_KEY))
         await self._audited(principal, AuditAction.EVENT_SEARCH, scope, params, len(page.rows))
@@ -239,7 +239,7 @@ class AdminApi:
     async def alerts(self, request: Request) -> Response:
         principal = await require(request, Permission.ALERTS)
         params = Params(request, ("site", "since", "until", "severity", "group", *_PAGING))
-        scope = await self._scope(principal, params)
+        scope = await self.scope(principal, params)
         since, until = params.span(DAY_SECONDS, time.time())
         found = EventFilter(
             sites=scope.ids,
@@ -262,10 +262,10 @@ class AdminApi:
     async def export(self, request: Request) -> Response:
         principal = await require(request, Permission.EXPORT)
         params = Params(request, EVENT_FILTERS)
-        scope = await self._scope(principal, params)
+        scope = await self.scope(principal, params)
         started = time.time()
         # Only what had arrived when the export began: the count audited is the rows sent.
-        found = self._event_filter(principal, params, scope, received_by=started)
+        found = self.event_filter(principal, params, scope, received_by=started)
         counted = await self._run(self.queries.count_events, found, self.max_export_rows + 1)
         total = min(counted, self.max_export_rows)
         capped = counted > self.max_export_rows
@@ -310,7 +310,7 @@ class AdminApi:
     async def daily(self, request: Request) -> Response:
         principal = await require(request, Permission.STATS)
         params = Params(request, ("site", "since", "until", "group", "category"))
-        scope = await self._scope(principal, params)
+        scope = await self.scope(principal, params)
         since, until = params.span(7 * DAY_SECONDS, time.time())
         rows = await self._run(
             self.queries.daily,
@@ -341,7 +341,7 @@ class AdminApi:
     async def top_blocked(self, request: Request) -> Response:
         principal = await require(request, Permission.STATS)
         params = Params(request, ("site", "since", "until", "category", "limit"))
-        scope = await self._scope(principal, params)
+        scope = await self.scope(principal, params)
         since, until = params.span(7 * DAY_SECONDS, time.time())
         limit = params.integer("limit", 20, 1, MAX_LIMIT)
         rows = await self._run(
@@ -359,7 +359,7 @@ class AdminApi:
     async def devices(self, request: Request) -> Response:
         principal = await require(request, Permission.DEVICES)
         params = Params(request, ("site", "since", "client", "mac", "hostname", "group", *_PAGING))
-        scope = await self._scope(principal, params)
+        scope = await self.scope(principal, params)
         found = DeviceFilter(
             sites=scope.ids,
             since=params.time("since"),
@@ -392,7 +392,7 @@ class AdminApi:
     async def requests(self, request: Request) -> Response:
         principal = await require(request, Permission.REQUESTS)
         params = Params(request, ("site", "status", *_PAGING))
-        scope = await self._scope(principal, params)
+        scope = await self.scope(principal, params)
         status = params.choice("status", STATUSES)
         limit = params.integer("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
         page = await self._run(
@@ -413,11 +413,14 @@ class AdminApi:
         )
 
 
-def admin_routes(
+def admin_api(
     engine: Engine, limiter: anyio.CapacityLimiter, max_export_rows: int = MAX_EXPORT_ROWS
-) -> list[Route]:
-    """The routes of the admin API, reading through ``engine`` in threads of ``limiter``."""
-    api = AdminApi(EventQueries(engine), AuditLog(engine), limiter, max_export_rows)
+) -> AdminApi:
+    """The admin API's handlers, reading through ``engine`` in threads of ``limiter``."""
+    return AdminApi(EventQueries(engine), AuditLog(engine), limiter, max_export_rows)
+
+
+def admin_routes(api: AdminApi) -> list[Route]:
     return [
         Route("/api/v1/sites", api.sites, methods=["GET"]),
         Route("/api/v1/events", api.events, methods=["GET"]),

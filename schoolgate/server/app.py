@@ -32,7 +32,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from schoolgate.event_batch import BatchError, ShippedEvent, decode_batch
-from schoolgate.server.admin_api import admin_routes
+from schoolgate.server.admin_api import admin_api, admin_routes
 from schoolgate.server.auth import Authenticator
 from schoolgate.server.errors import ApiError, api_error_response, error_response
 from schoolgate.server.metrics import CollectorMetrics
@@ -41,8 +41,12 @@ from schoolgate.server.policy_admin_api import policy_admin_routes
 from schoolgate.server.policy_api import PolicyApi
 from schoolgate.server.repository import Repository, SiteRef
 from schoolgate.server.sessions import Sessions, session_routes
-from schoolgate.server.settings import CollectorSettings
+from schoolgate.server.settings import CollectorSettings, local_zone
 from schoolgate.server.users import UserStore
+from schoolgate.server.web import error_page, is_page, sign_in_redirect, web_routes
+from schoolgate.server.web._context import make_context
+from schoolgate.server.web._render import Renderer
+from schoolgate.server.web._session import SignInNeeded, WebAuth
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +231,30 @@ def create_app(
     policy = PolicyApi(policies or PolicyStore(repo.engine), collector.site_of, collector.threads)
     # Users sign in for the admin API; auth.require finds the authenticator on app.state.
     auth = Authenticator(UserStore(repo.engine), collector.threads)
+    sessions = Sessions(auth, settings.session_seconds)
+    admin = admin_api(repo.engine, collector.threads, settings.max_export_rows)
+    web = WebAuth(auth, settings.allow_plain_http)
+    pages = make_context(
+        web,
+        Renderer(web, settings.timezone or local_zone()),
+        collector.threads,
+        admin,
+        policy.policies,
+        sessions,
+        settings.session_seconds,
+    )
+
+    async def refused(request: Request, exc: Exception) -> Response:
+        # One error path for the API and the pages: JSON for the one, a page for the other.
+        assert isinstance(exc, ApiError)
+        if is_page(request):
+            return error_page(pages, request, exc)
+        return await api_error_response(request, exc)
+
+    async def sign_in_first(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, SignInNeeded)
+        return sign_in_redirect(exc)
+
     app = Starlette(
         routes=[
             Route("/api/v1/events", collector.post_events, methods=["POST"]),
@@ -234,11 +262,12 @@ def create_app(
             Route("/api/v1/requests", policy.post_requests, methods=["POST"]),
             Route("/metrics", collector.metrics_page, methods=["GET"]),
             Route("/healthz", collector.health, methods=["GET"]),
-            *session_routes(Sessions(auth, settings.session_seconds)),
-            *admin_routes(repo.engine, collector.threads, settings.max_export_rows),
+            *session_routes(sessions),
+            *admin_routes(admin),
             *policy_admin_routes(repo.engine, collector.threads),
+            *web_routes(pages),
         ],
-        exception_handlers={ApiError: api_error_response},
+        exception_handlers={ApiError: refused, SignInNeeded: sign_in_first},
     )
     app.state.collector = collector
     app.state.auth = auth

@@ -27,6 +27,8 @@ class AuditAction(StrEnum):
     EVENT_SEARCH = "events.search"
     EVENT_EXPORT = "events.export"
     ALERT_LIST = "alerts.list"
+    ALERT_REVIEW = "alerts.acknowledge"
+    DEVICE_REVIEW = "devices.review"
     REQUEST_DECISION = "requests.decide"
     POLICY_CHANGE = "policy.change"
     EXCEPTION_GRANT = "exceptions.grant"

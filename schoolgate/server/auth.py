@@ -9,6 +9,8 @@
 | ``alerts`` | safeguarding alerts, in their list and in event searches | yes | yes | | |
 | ``export`` | CSV export of events | yes | yes | | |
 | ``decide-requests`` | approving or refusing unblock requests | yes | yes | | |
+| ``acknowledge-alerts`` | recording what was done about an alert | yes | yes | | |
+| ``approve-devices`` | approving a device, or marking it known | yes | | yes | |
 | ``site-policy`` | editing a site's policy | yes | | yes | |
 | ``district-policy`` | editing the district's policy | yes | | | |
 | ``users`` | managing users | yes | | | |
@@ -56,6 +58,8 @@ class Permission(StrEnum):
     ALERTS = "alerts"
     EXPORT = "export"
     DECIDE_REQUESTS = "decide-requests"
+    ACKNOWLEDGE_ALERTS = "acknowledge-alerts"
+    APPROVE_DEVICES = "approve-devices"
     SITE_POLICY = "site-policy"
     DISTRICT_POLICY = "district-policy"
     USERS = "users"
@@ -66,9 +70,20 @@ _P = Permission
 PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {
     Role.ADMIN: frozenset(Permission),
     Role.SAFEGUARDING_LEAD: frozenset(
-        {_P.STATS, _P.EVENTS, _P.DEVICES, _P.REQUESTS, _P.ALERTS, _P.EXPORT, _P.DECIDE_REQUESTS}
+        {
+            _P.STATS,
+            _P.EVENTS,
+            _P.DEVICES,
+            _P.REQUESTS,
+            _P.ALERTS,
+            _P.EXPORT,
+            _P.DECIDE_REQUESTS,
+            _P.ACKNOWLEDGE_ALERTS,
+        }
     ),
-    Role.TECHNICIAN: frozenset({_P.STATS, _P.EVENTS, _P.DEVICES, _P.REQUESTS, _P.SITE_POLICY}),
+    Role.TECHNICIAN: frozenset(
+        {_P.STATS, _P.EVENTS, _P.DEVICES, _P.REQUESTS, _P.SITE_POLICY, _P.APPROVE_DEVICES}
+    ),
     Role.VIEWER: frozenset({_P.STATS}),
 }
 

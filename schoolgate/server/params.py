@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections.abc import Collection, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from starlette.requests import Request
@@ -26,14 +26,15 @@ from schoolgate.server.queries import Key, decode_cursor
 MAX_TEXT = 255
 
 
-def parse_time(text: str) -> float:
-    """Seconds since the epoch from ISO 8601 or a number; ``ValueError`` otherwise."""
+def parse_time(text: str, zone: tzinfo = UTC) -> float:
+    """Seconds since the epoch from ISO 8601 (without an offset, in ``zone``) or a number;
+    ``ValueError`` otherwise."""
     try:
         value = float(text)
     except ValueError:
         moment = datetime.fromisoformat(text)
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
+            moment = moment.replace(tzinfo=zone)
         value = moment.timestamp()
     if not math.isfinite(value) or value < 0:
         raise ValueError("out of range")
@@ -41,8 +42,11 @@ def parse_time(text: str) -> float:
 
 
 class Params:
-    def __init__(self, request: Request, allowed: Collection[str]) -> None:
+    def __init__(self, request: Request, allowed: Collection[str], zone: tzinfo = UTC) -> None:
+        """``zone``: where a time without an offset is (the admin pages' form fields say
+        the school's local time; the API's callers, UTC)."""
         self.query = request.query_params
+        self.zone = zone
         for name in self.query:
             if name not in allowed:
                 takes = ", ".join(sorted(allowed)) or "none"
@@ -82,7 +86,7 @@ class Params:
         if not value:
             return None
         try:
-            return parse_time(value)
+            return parse_time(value, self.zone)
         except ValueError:
             raise bad_parameter(
                 name, f"{value!r} is not a time: use ISO 8601 or seconds since the epoch"

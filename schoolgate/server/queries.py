@@ -110,7 +110,7 @@ def decode_cursor(text: str, shape: Sequence[type]) -> Key:
     return tuple(key)
 
 
-def _before(columns: Sequence[Any], key: Key) -> ColumnElement[bool]:
+def before_key(columns: Sequence[Any], key: Key) -> ColumnElement[bool]:
     """(columns) < (key) in descending order, spelt out so that any database can use an index
     on the first column: c1 <= k1 AND (c1 < k1 OR (c1 = k1 AND (c2 < k2 OR ...)))."""
     condition: ColumnElement[bool] = columns[-1] < key[-1]
@@ -238,7 +238,7 @@ class EventQueries:
             .limit(limit + 1)
         )
         if after is not None:
-            query = query.where(_before(key_columns, after))
+            query = query.where(before_key(key_columns, after))
         return self._page(query, limit, ("time", "site_id", "seq"))
 
     def count_events(self, f: EventFilter, most: int) -> int:
@@ -297,6 +297,53 @@ class EventQueries:
                 for row in conn.execute(query).mappings()
             ]
 
+    def totals(
+        self,
+        sites: Sequence[int],
+        since: float,
+        until: float | None,
+        by: Sequence[str],
+        group: str = "",
+        category: str = "",
+    ) -> list[Row]:
+        """DNS queries, those blocked, and alerts over the hours from ``since`` to before
+        ``until``, summed by the ``event_counts`` columns ``by`` (site_id, hour, grp,
+        category), largest number of queries first."""
+        c = _counts.c
+        dns = c.kind == EventKind.DNS.value
+        columns = [c[name] for name in by]
+
+        def total(condition: ColumnElement[bool]) -> Any:
+            return func.sum(case((condition, c.count), else_=0))
+
+        queries = total(dns).label("queries")
+        query = (
+            select(
+                *columns,
+                queries,
+                total(and_(dns, c.action.in_(sorted(BLOCKING_ACTIONS)))).label("blocked"),
+                total(c.kind == EventKind.ALERT.value).label("alerts"),
+            )
+            .where(
+                c.site_id.in_(sites) if sites else false(),
+                c.hour >= since,
+                c.hour < until if until is not None else true(),
+                c.kind.in_((EventKind.DNS.value, EventKind.ALERT.value)),
+            )
+            .group_by(*columns)
+            .order_by(queries.desc(), *columns)
+        )
+        if group:
+            query = query.where(c.grp == group)
+        if category:
+            query = query.where(c.category == category)
+        numbers = ("queries", "blocked", "alerts")
+        with self.engine.connect() as conn:
+            return [
+                {**row, **{n: int(row[n] or 0) for n in numbers}}
+                for row in conn.execute(query).mappings()
+            ]
+
     def top_blocked(
         self,
         sites: Sequence[int],
@@ -347,7 +394,7 @@ class EventQueries:
             if value:
                 query = query.where(column == value)
         if after is not None:
-            query = query.where(_before(key_columns, after))
+            query = query.where(before_key(key_columns, after))
         return self._page(query, limit, ("last_seen", "site_id", "client_ip", "mac"))
 
     def requests(
@@ -368,13 +415,30 @@ class EventQueries:
         if status:
             query = query.where(r.status == status)
         if after is not None:
-            query = query.where(_before(key_columns, after))
+            query = query.where(before_key(key_columns, after))
         return self._page(query, limit, ("created", "site_id", "id"))
 
-    def _page(self, query: Select[Any], limit: int, key: Sequence[str]) -> Page:
+    def pending_requests(self, sites: Sequence[int]) -> dict[int, int]:
+        """Per site, the unblock requests waiting for a decision."""
+        r = _requests.c
+        query = (
+            select(r.site_id, func.count().label("pending"))
+            .where(r.site_id.in_(sites) if sites else false(), r.status == "pending")
+            .group_by(r.site_id)
+        )
         with self.engine.connect() as conn:
-            rows = [dict(row) for row in conn.execute(query).mappings()]
-        if len(rows) <= limit:
-            return Page(rows, None)
-        rows = rows[:limit]
-        return Page(rows, tuple(rows[-1][k] for k in key))
+            return {row.site_id: int(row.pending) for row in conn.execute(query)}
+
+    def _page(self, query: Select[Any], limit: int, key: Sequence[str]) -> Page:
+        return read_page(self.engine, query, limit, key)
+
+
+def read_page(engine: Engine, query: Select[Any], limit: int, key: Sequence[str]) -> Page:
+    """The rows of ``query``, which asks for ``limit + 1``: a page of ``limit``, and the key
+    (the columns ``key`` of its last row) to go on from when there was one more."""
+    with engine.connect() as conn:
+        rows = [dict(row) for row in conn.execute(query).mappings()]
+    if len(rows) <= limit:
+        return Page(rows, None)
+    rows = rows[:limit]
+    return Page(rows, tuple(rows[-1][k] for k in key))

@@ -56,6 +56,16 @@ class Sessions:
     async def sign_in(self, request: Request) -> Response:
         name, password = await _credentials(request)
         address = request.client.host if request.client is not None else ""
+        signed = await self.attempt(name, password, address)
+        p = signed.principal
+        return JSONResponse(
+            {"token": signed.token, "expires": signed.expires, "user": p.name, "role": p.role},
+            status_code=201,
+        )
+
+    async def attempt(self, name: str, password: str, address: str) -> SignedIn:
+        """A new session for ``name``, within the limits on failures; the API and the admin
+        pages both sign in here, so one limit covers both. ``ApiError`` 429 or 401 else."""
         now = time.monotonic()
         wait = max(
             self.by_name.retry_after(name, now) or 0.0,
@@ -77,11 +87,7 @@ class Sessions:
             self.by_address.failed(address, time.monotonic())
             raise ApiError(401, "wrong name or password, or the account is disabled")
         self.by_name.clear(name)
-        p = signed.principal
-        return JSONResponse(
-            {"token": signed.token, "expires": signed.expires, "user": p.name, "role": p.role},
-            status_code=201,
-        )
+        return signed
 
     async def sign_out(self, request: Request) -> Response:
         await self.auth.principal(request)

@@ -19,6 +19,8 @@ days = 365
 [admin]
 session_hours = 12             # how long a sign-in lasts
 max_export_rows = 1000000      # the most rows one CSV export holds
+timezone = "Europe/London"     # the zone the admin pages show times in (default: the machine's)
+allow_plain_http = false       # sign-in over plain HTTP other than to localhost (closed networks)
 ```
 
 Without a file, ``run`` serves on 127.0.0.1:8480 with SQLite under the user's state directory:
@@ -27,10 +29,13 @@ the embedded default the quick start uses.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
@@ -67,6 +72,8 @@ class RetentionSection(_Section):
 class AdminSection(_Section):
     session_hours: Annotated[float, msgspec.Meta(gt=0, le=24 * 30)] = 12.0
     max_export_rows: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)] = 1_000_000
+    timezone: str = ""
+    allow_plain_http: bool = False
 
 
 class _Raw(_Section):
@@ -87,6 +94,8 @@ class CollectorSettings:
     retention_days: int
     session_seconds: float = 12 * 3_600.0
     max_export_rows: int = 1_000_000
+    timezone: ZoneInfo | None = None  # None: the machine's own
+    allow_plain_http: bool = False
 
     @property
     def retention_seconds(self) -> float:
@@ -142,4 +151,36 @@ def parse(text: str, shown: str, base: Path) -> CollectorSettings:
         retention_days=raw.retention.days,
         session_seconds=raw.admin.session_hours * 3_600.0,
         max_export_rows=raw.admin.max_export_rows,
+        timezone=_timezone(shown, raw.admin.timezone),
+        allow_plain_http=raw.admin.allow_plain_http,
     )
+
+
+def _timezone(shown: str, name: str) -> ZoneInfo | None:
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            shown, "admin.timezone", name, "not a time zone, e.g. Europe/London"
+        ) from None
+
+
+def local_zone() -> tzinfo:
+    """The machine's time zone, with its summer time: by ``TZ``, else by the zone file
+    ``/etc/localtime`` links to; failing both, the current offset (without summer time)."""
+    candidates = [os.environ.get("TZ", "").lstrip(":")]
+    try:
+        target = Path("/etc/localtime").resolve(strict=True)
+        if "zoneinfo" in target.parts:
+            candidates.append("/".join(target.parts[target.parts.index("zoneinfo") + 1 :]))
+    except OSError:
+        pass
+    for name in candidates:
+        if name:
+            try:
+                return ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                continue
+    return datetime.now().astimezone().tzinfo or UTC

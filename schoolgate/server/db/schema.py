@@ -303,4 +303,48 @@ class AuditEntry(Base):
     detail: Mapped[str] = mapped_column(Text)  # JSON: the filters, the count returned
 
 
+class AlertReview(Base):
+    """What a school did about an alert: its outcome and note, who recorded it and when.
+
+    The alert's name, category and severity are copied in, so the record outlives the event
+    (retention drops events by the day; the annual review counts outcomes).
+    """
+
+    __tablename__ = "alert_reviews"
+    __table_args__ = (
+        PrimaryKeyConstraint("site_id", "seq", "time"),
+        Index("ix_alert_reviews_site_id_reviewed", "site_id", "reviewed"),
+    )
+
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    time: Mapped[float] = mapped_column(Double)
+    name: Mapped[str] = mapped_column(String(255))
+    category: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(32))
+    note: Mapped[str] = mapped_column(Text)
+    reviewed: Mapped[float] = mapped_column(Double)
+    reviewed_by: Mapped[str] = mapped_column(String(64))
+
+
+class DeviceReview(Base):
+    """A device a school approved or marked as known, by the key of ``devices``.
+
+    A table of its own: ingest rewrites a ``devices`` row with every batch, and a review must
+    neither be lost to that nor slow it.
+    """
+
+    __tablename__ = "device_reviews"
+    __table_args__ = (PrimaryKeyConstraint("site_id", "client_ip", "mac"),)
+
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    client_ip: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # approved or known
+    note: Mapped[str] = mapped_column(Text)
+    reviewed: Mapped[float] = mapped_column(Double)
+    reviewed_by: Mapped[str] = mapped_column(String(64))
+
+
 metadata = Base.metadata
