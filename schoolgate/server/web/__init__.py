@@ -17,8 +17,9 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from schoolgate.server.errors import ApiError
-from schoolgate.server.web import activity, alerts, devices, overview, sign_in
+from schoolgate.server.web import activity, alerts, devices, overview, requests, sign_in
 from schoolgate.server.web._context import WebContext
+from schoolgate.server.web._labels import N_
 from schoolgate.server.web._session import SignInNeeded, sign_in_url
 
 STATIC: Final = Path(__file__).parent / "static"
@@ -30,6 +31,7 @@ def web_routes(ctx: WebContext) -> list[BaseRoute]:
         *overview.routes(ctx),
         *alerts.routes(ctx),
         *devices.routes(ctx),
+        *requests.routes(ctx),
         *activity.routes(ctx),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
@@ -42,13 +44,13 @@ def is_page(request: Request) -> bool:
 
 
 _TITLES: Final = {
-    400: "That request cannot be answered",
-    403: "Not allowed",
-    404: "Not found",
-    413: "Too large",
-    415: "That request cannot be answered",
-    429: "Too many tries",
-    503: "Unavailable for a moment",
+    400: N_("That request cannot be answered"),
+    403: N_("Not allowed"),
+    404: N_("Not found"),
+    413: N_("Too large"),
+    415: N_("That request cannot be answered"),
+    429: N_("Too many tries"),
+    503: N_("Unavailable for a moment"),
 }
 
 
@@ -58,7 +60,7 @@ def error_page(ctx: WebContext, request: Request, exc: ApiError) -> Response:
         request,
         "error.html",
         {
-            "title": t.gettext(_TITLES.get(exc.status, "Something went wrong")),
+            "title": t.gettext(_TITLES.get(exc.status, N_("Something went wrong"))),
             "message": exc.message,
         },
         status=exc.status,

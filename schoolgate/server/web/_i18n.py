@@ -53,10 +53,11 @@ def from_accept_language(header: str) -> str:
     for index, part in enumerate(header.split(",")[:20]):
         tag, _, rest = part.partition(";")
         quality = 1.0
-        match = _QUALITY.match(rest)
-        if match:
+        if rest.strip():
+            # A weight that cannot be read drops its language rather than guessing.
+            match = _QUALITY.match(rest)
             try:
-                quality = float(match.group(1))
+                quality = float(match.group(1)) if match else -1.0
             except ValueError:
                 continue
         primary = tag.strip().lower().split("-")[0]

@@ -25,6 +25,7 @@ from starlette.responses import HTMLResponse
 from schoolgate import __version__
 from schoolgate.server.auth import Permission, Principal
 from schoolgate.server.web._i18n import DEFAULT, LANGUAGES, Translator, from_accept_language
+from schoolgate.server.web._labels import N_, TABLES
 from schoolgate.server.web._session import CSRF_FIELD, WebAuth, csrf_token
 
 LANGUAGE_COOKIE: Final = "schoolgate-lang"
@@ -51,15 +52,11 @@ class NavItem:
 
 # The order of the menu: the day's picture first, then what needs doing, then the records.
 NAV: Final = (
-    NavItem("/", "Overview", Permission.STATS),
-    NavItem("/alerts", "Alerts", Permission.ALERTS),
-    NavItem("/requests", "Unblock requests", Permission.REQUESTS),
-    NavItem("/devices", "Devices", Permission.DEVICES),
-    NavItem("/activity", "Activity", Permission.EVENTS),
-    NavItem("/policy", "Policy", Permission.STATS),
-    NavItem("/ai", "AI use", Permission.STATS),
-    NavItem("/indicators", "Indicators", Permission.STATS),
-    NavItem("/report", "Annual review", Permission.STATS),
+    NavItem("/", N_("Overview"), Permission.STATS),
+    NavItem("/alerts", N_("Alerts"), Permission.ALERTS),
+    NavItem("/requests", N_("Unblock requests"), Permission.REQUESTS),
+    NavItem("/devices", N_("Devices"), Permission.DEVICES),
+    NavItem("/activity", N_("Activity"), Permission.EVENTS),
 )
 
 
@@ -110,5 +107,14 @@ class Renderer:
             "version": __version__,
             "Permission": Permission,
         }
+
+        def label(table: str, value: str | None) -> str:
+            """The words for a fixed value, translated; an unknown value as it is."""
+            if value is None:
+                return ""
+            known = TABLES[table].get(value)
+            return t.gettext(known) if known is not None else value
+
+        shared["label"] = label
         html = self.env.get_template(template).render({**shared, **context})
         return HTMLResponse(html, status_code=status, headers=HEADERS)
