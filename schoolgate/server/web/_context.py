@@ -4,9 +4,10 @@ limit, a failure turned into a 503 page)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar, TypeVarTuple, Unpack
+from urllib.parse import urlencode
 
 import anyio
 
@@ -14,9 +15,9 @@ from schoolgate.agent.policy.categories import Taxonomy, bundled
 from schoolgate.server.admin_api import AdminApi, Scope
 from schoolgate.server.audit import AuditLog
 from schoolgate.server.auth import Principal
-from schoolgate.server.errors import in_thread
+from schoolgate.server.errors import ApiError, in_thread
 from schoolgate.server.policies import PolicyStore
-from schoolgate.server.queries import EventQueries
+from schoolgate.server.queries import EventQueries, Key, encode_cursor
 from schoolgate.server.reviews import Reviews
 from schoolgate.server.sessions import Sessions
 from schoolgate.server.web._i18n import Translator
@@ -50,10 +51,47 @@ class WebContext:
         sites = await self.run(self.queries.sites)
         return Scope(principal, sites, [site] if site else [])
 
+    async def site_names(self, principal: Principal) -> list[str]:
+        """The names of the sites ``principal`` sees, for a page's school chooser."""
+        sites = await self.run(self.queries.sites)
+        return [s["name"] for s in sites if principal.sees(s["id"])]
+
+    async def form_site(self, principal: Principal, name: str) -> int:
+        """The id of the site a form names, if ``principal`` sees it; a 403 otherwise (the
+        same for a site that does not exist, so names cannot be probed)."""
+        sites = await self.run(self.queries.sites)
+        found = next((s["id"] for s in sites if s["name"] == name), None)
+        if found is None or not principal.sees(found):
+            raise ApiError(403, f"site {name!r} is not one of the sites you may see")
+        return int(found)
+
     def category_name(self, t: Translator, category_id: str) -> str:
         if category_id in self.taxonomy:
             return self.taxonomy[category_id].name(t.language)
         return category_id
+
+
+@dataclass(frozen=True)
+class Tabs:
+    """A list page's tabs, one per value of ``param``, keeping the page's other filters
+    (``kept``); and the link to the page after the current one."""
+
+    path: str
+    param: str
+    kept: Mapping[str, str]
+
+    def links(self, values: Sequence[str]) -> list[tuple[str, str]]:
+        """(value, link) for each tab; the value "" is the tab without the filter."""
+        return [
+            (v, self.path + "?" + urlencode({**self.kept, self.param: v} if v else self.kept))
+            for v in values
+        ]
+
+    def next_link(self, current: str, after: Key | None) -> str | None:
+        if after is None:
+            return None
+        chosen = {**self.kept, self.param: current} if current else dict(self.kept)
+        return self.path + "?" + urlencode({**chosen, "cursor": encode_cursor(after)})
 
 
 def make_context(

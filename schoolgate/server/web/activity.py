@@ -75,7 +75,6 @@ class ActivityPage:
             if page.next is not None
             else None
         )
-        sites = await ctx.run(ctx.queries.sites)
         return ctx.render.page(
             request,
             "activity.html",
@@ -85,7 +84,7 @@ class ActivityPage:
                     "since": local_input(t, found.since),
                     "until": local_input(t, found.until),
                 },
-                "sites": [s["name"] for s in sites if principal.sees(s["id"])],
+                "sites": await ctx.site_names(principal),
                 "categories": sorted(
                     ((c.id, c.name(t.language)) for c in ctx.taxonomy), key=lambda c: c[1]
                 ),

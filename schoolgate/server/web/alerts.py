@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import time
 from typing import Any, Final
-from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -21,7 +20,7 @@ from schoolgate.server.audit import AuditAction
 from schoolgate.server.auth import Permission, Principal
 from schoolgate.server.errors import ApiError, bad_parameter
 from schoolgate.server.params import Params
-from schoolgate.server.queries import EVENT_KEY, encode_cursor
+from schoolgate.server.queries import EVENT_KEY
 from schoolgate.server.reviews import (
     ALERT_STATES,
     OUTCOMES,
@@ -29,7 +28,7 @@ from schoolgate.server.reviews import (
     AlreadyReviewed,
     ReviewError,
 )
-from schoolgate.server.web._context import WebContext
+from schoolgate.server.web._context import Tabs, WebContext
 from schoolgate.server.web._session import with_notice
 
 PAGE_ROWS: Final = 50
@@ -73,21 +72,18 @@ class AlertsPage:
             for k in ("site", "severity", "group", "since", "until")
             if (v := params.text(k, 64))
         }
-        sites = await ctx.run(ctx.queries.sites)
+        tabs = Tabs("/alerts", "state", kept)
         return ctx.render.page(
             request,
             "alerts.html",
             {
                 "site": params.text("site", 64),
-                "sites": [s["name"] for s in sites if principal.sees(s["id"])],
+                "sites": await ctx.site_names(principal),
                 "state": state,
                 "severity": found.severity,
                 "severities": SEVERITIES,
                 "group": found.group,
-                "tabs": [
-                    (s, "/alerts?" + urlencode({**kept, "state": s} if s else kept))
-                    for s in ("open", "closed", "")
-                ],
+                "tabs": tabs.links((*ALERT_STATES, "")),
                 "rows": [
                     {
                         **r,
@@ -101,10 +97,7 @@ class AlertsPage:
                 ],
                 "outcomes": OUTCOMES,
                 "done": params.text("done", 32),
-                "next_link": "/alerts?"
-                + urlencode({**kept, "state": state, "cursor": encode_cursor(page.next)})
-                if page.next is not None
-                else None,
+                "next_link": tabs.next_link(state, page.next),
                 "days": DEFAULT_DAYS,
             },
             principal=principal,
@@ -140,11 +133,7 @@ class AlertsPage:
     async def _alert_key(
         self, principal: Principal, form: dict[str, str]
     ) -> tuple[int, int, float]:
-        site = form.get("site", "")
-        sites = await self.ctx.run(self.ctx.queries.sites)
-        found = next((s["id"] for s in sites if s["name"] == site), None)
-        if found is None or not principal.sees(found):
-            raise ApiError(403, f"site {site!r} is not one of the sites you may see")
+        found = await self.ctx.form_site(principal, form.get("site", ""))
         try:
             seq = int(form.get("seq", ""))
             when = float(form.get("time", ""))

@@ -8,7 +8,6 @@ lives beside it (``device_reviews``), and every review is written to the audit l
 from __future__ import annotations
 
 from typing import Final
-from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -18,9 +17,8 @@ from schoolgate.server.audit import AuditAction
 from schoolgate.server.auth import Permission
 from schoolgate.server.errors import ApiError
 from schoolgate.server.params import Params
-from schoolgate.server.queries import encode_cursor
 from schoolgate.server.reviews import DEVICE_STATES, ReviewError
-from schoolgate.server.web._context import WebContext
+from schoolgate.server.web._context import Tabs, WebContext
 from schoolgate.server.web._session import with_notice
 
 PAGE_ROWS: Final = 100
@@ -48,20 +46,16 @@ class DevicesPage:
             for name in ("devices", "new", "approved", "known")
         }
         site = params.text("site", 64)
-        kept = {"site": site} if site else {}
-        sites = await ctx.run(ctx.queries.sites)
+        tabs = Tabs("/devices", "state", {"site": site} if site else {})
         return ctx.render.page(
             request,
             "devices.html",
             {
                 "site": site,
-                "sites": [s["name"] for s in sites if principal.sees(s["id"])],
+                "sites": await ctx.site_names(principal),
                 "state": state,
                 "totals": totals,
-                "tabs": [
-                    (s, "/devices?" + urlencode({**kept, "state": s} if s else kept))
-                    for s in (*DEVICE_STATES, "")
-                ],
+                "tabs": tabs.links((*DEVICE_STATES, "")),
                 "rows": [
                     {
                         **d,
@@ -73,10 +67,7 @@ class DevicesPage:
                     for d in page.rows
                 ],
                 "done": params.text("done", 32),
-                "next_link": "/devices?"
-                + urlencode({**kept, "state": state, "cursor": encode_cursor(page.next)})
-                if page.next is not None
-                else None,
+                "next_link": tabs.next_link(state, page.next),
             },
             principal=principal,
         )
@@ -84,11 +75,7 @@ class DevicesPage:
     async def review(self, request: Request) -> Response:
         ctx = self.ctx
         principal, form = await ctx.web.form(request, Permission.APPROVE_DEVICES)
-        site = form.get("site", "")
-        sites = await ctx.run(ctx.queries.sites)
-        site_id = next((s["id"] for s in sites if s["name"] == site), None)
-        if site_id is None or not principal.sees(site_id):
-            raise ApiError(403, f"site {site!r} is not one of the sites you may see")
+        site_id = await ctx.form_site(principal, form.get("site", ""))
         status = form.get("status", "")
         try:
             await ctx.run(

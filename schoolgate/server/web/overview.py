@@ -167,7 +167,7 @@ class OverviewPage:
             "overview.html",
             {
                 "site": site,
-                "sites": [s["name"] for s in sites if principal.sees(s["id"])],
+                "sites": await ctx.site_names(principal),
                 "days": str(days),
                 "periods": PERIODS,
                 "chart": chart,

@@ -8,7 +8,6 @@ The decision is the policy API's (``PolicyStore.decide``), audited the same way.
 from __future__ import annotations
 
 from typing import Final
-from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -21,8 +20,8 @@ from schoolgate.server.auth import Permission
 from schoolgate.server.errors import ApiError
 from schoolgate.server.params import Params
 from schoolgate.server.policies import PolicyError
-from schoolgate.server.queries import REQUEST_KEY, encode_cursor
-from schoolgate.server.web._context import WebContext
+from schoolgate.server.queries import REQUEST_KEY
+from schoolgate.server.web._context import Tabs, WebContext
 from schoolgate.server.web._labels import N_
 from schoolgate.server.web._session import with_notice
 
@@ -52,19 +51,15 @@ class RequestsPage:
             ctx.queries.requests, scope.ids, status, PAGE_ROWS, params.cursor(REQUEST_KEY)
         )
         site = params.text("site", 64)
-        kept = {"site": site} if site else {}
-        sites = await ctx.run(ctx.queries.sites)
+        tabs = Tabs("/requests", "status", {"site": site} if site else {})
         return ctx.render.page(
             request,
             "requests.html",
             {
                 "site": site,
-                "sites": [s["name"] for s in sites if principal.sees(s["id"])],
+                "sites": await ctx.site_names(principal),
                 "status": status,
-                "tabs": [
-                    (s, "/requests?" + urlencode({**kept, "status": s} if s else kept))
-                    for s in (*STATUSES, "")
-                ],
+                "tabs": tabs.links((*STATUSES, "")),
                 "rows": [
                     {
                         **r,
@@ -77,10 +72,7 @@ class RequestsPage:
                 ],
                 "durations": DURATIONS,
                 "done": params.text("done", 32),
-                "next_link": "/requests?"
-                + urlencode({**kept, "status": status, "cursor": encode_cursor(page.next)})
-                if page.next is not None
-                else None,
+                "next_link": tabs.next_link(status, page.next),
             },
             principal=principal,
         )
@@ -89,8 +81,9 @@ class RequestsPage:
         ctx = self.ctx
         principal, form = await ctx.web.form(request, Permission.DECIDE_REQUESTS)
         name = form.get("site", "")
+        await ctx.form_site(principal, name)
         site = await ctx.run(ctx.policies.site_named, name)
-        if site is None or not principal.sees(site.id):
+        if site is None:
             raise ApiError(403, f"site {name!r} is not one of the sites you may see")
         approve = form.get("decision") == "approve"
         if form.get("decision") not in ("approve", "refuse"):
