@@ -6,7 +6,10 @@
 2. A demo school, ``demo-school``, is registered; its token is kept in
    ``DIR/collector/demo-school.token`` (readable by this user only) and made again if that
    file was lost, since the collector keeps only a hash of it.
-3. The collector runs on ``--collector-listen`` (127.0.0.1:8480), the agent on the bundled
+3. A demo admin, ``demo-admin``, can sign in to the admin pages with the password kept in
+   ``DIR/collector/demo-admin.password`` (readable by this user only; a lost file means a new
+   account with a new password).
+4. The collector runs on ``--collector-listen`` (127.0.0.1:8480), the agent on the bundled
    default configuration (127.0.0.1:5353 and [::1]:5353) shipping its events to it. Arguments
    not known here go to ``schoolgate-agent run`` (``--listen``, ``--upstream``, ...).
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -26,16 +30,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from sqlalchemy import select, update
+from sqlalchemy import Engine, delete, select, update
 
 from schoolgate.agent.config import parse_address, user_state_dir
+from schoolgate.server.auth import Role
 from schoolgate.server.db import migrate
 from schoolgate.server.db.engine import open_engine
-from schoolgate.server.db.schema import Site
+from schoolgate.server.db.schema import Site, User
 from schoolgate.server.repository import SqlRepository
 from schoolgate.server.tokens import new_token, token_hash
+from schoolgate.server.users import UserStore
 
 SITE: Final = "demo-school"
+ADMIN: Final = "demo-admin"
 COLLECTOR_LISTEN: Final = "127.0.0.1:8480"
 _STARTUP_SECONDS: Final = 30.0
 
@@ -60,6 +67,7 @@ def prepare_collector(state_dir: Path, listen: str) -> tuple[Path, Path]:
             migrate.init(engine)
         else:
             migrate.upgrade(engine)
+        _prepare_admin(engine, state_dir / f"{ADMIN}.password")
         repo = SqlRepository(engine)
         with engine.connect() as conn:
             known = conn.execute(select(Site.id).where(Site.name == SITE)).first()
@@ -76,10 +84,29 @@ def prepare_collector(state_dir: Path, listen: str) -> tuple[Path, Path]:
                 )
     finally:
         engine.dispose()
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(token + "\n")
+    _write_secret(token_file, token)
     return config, token_file
+
+
+def _write_secret(path: Path, secret: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(secret + "\n")
+
+
+def _prepare_admin(engine: Engine, password_file: Path) -> None:
+    """The demo admin, with a password of its own in ``password_file``."""
+    users = UserStore(engine)
+    known = any(u.name == ADMIN for u in users.users())
+    if known and password_file.exists():
+        return
+    if known:
+        # Only the hash is kept: a lost password file means the account is made again.
+        with engine.begin() as conn:
+            conn.execute(delete(User).where(User.name == ADMIN))
+    password = secrets.token_urlsafe(12)
+    users.add(ADMIN, password, Role.ADMIN, [])
+    _write_secret(password_file, password)
 
 
 def _wait_healthy(url: str, collector: subprocess.Popen[bytes]) -> bool:
@@ -135,7 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(
             f"schoolgate demo: collector on {url} (site {SITE}, database in {collector_dir}); "
-            "starting the agent: dig @127.0.0.1 -p 5353 example.org",
+            "starting the agent: dig @127.0.0.1 -p 5353 example.org\n"
+            f"schoolgate demo: admin pages on {url}/ (user {ADMIN}, password in "
+            f"{collector_dir / (ADMIN + '.password')})",
             file=sys.stderr,
             flush=True,
         )

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import create_engine, func, select
 
 from schoolgate.server.db.schema import Event, Site
+from tests.support.browser import Browser
 from tests.support.process import free_port, wait_until_answering
 from tests.support.upstream import FakeUpstream
 from tests.support.waiting import wait_for
@@ -70,6 +71,18 @@ def test_the_demo_runs_the_agent_and_collector_and_stops_both(
         with engine.connect() as conn:
             assert conn.execute(select(Site.name)).scalars().all() == ["demo-school"]
         engine.dispose()
+        # The demo admin signs in to the pages and sees the demo school reporting.
+        password_file = tmp_path / "state" / "collector" / "demo-admin.password"
+        assert password_file.stat().st_mode & 0o077 == 0
+        browser = Browser(f"http://127.0.0.1:{api_port}")
+        try:
+            signed = browser.sign_in("demo-admin", password_file.read_text().strip())
+            assert signed.status_code == 303, signed.text
+            overview = browser.follow(signed)
+            assert overview.status_code == 200 and "demo-school" in overview.text
+        finally:
+            browser.close()
+        assert "admin pages on http://127.0.0.1:" in log.read_text()
     finally:
         demo.send_signal(signal.SIGINT)
         status = demo.wait(timeout=30)
