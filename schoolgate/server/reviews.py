@@ -204,21 +204,6 @@ class Reviews:
                 for row in conn.execute(query)
             }
 
-    def reviews(self, sites: Sequence[int], since: float, until: float) -> list[Row]:
-        """The acknowledgements recorded from ``since`` to before ``until``, oldest first."""
-        r = _alert_reviews.c
-        query = (
-            select(_alert_reviews)
-            .where(
-                r.site_id.in_(sites) if sites else false(),
-                r.reviewed >= since,
-                r.reviewed < until,
-            )
-            .order_by(r.reviewed, r.site_id, r.seq)
-        )
-        with self.engine.connect() as conn:
-            return [dict(row) for row in conn.execute(query).mappings()]
-
     # --- devices ------------------------------------------------------------------------------
 
     def review_device(

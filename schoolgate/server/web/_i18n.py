@@ -87,12 +87,6 @@ class Translator:
         text = catalogue(self.language).get(message, message)
         return text % values if values else text
 
-    def ngettext(self, singular: str, plural: str, n: int, /, **values: Any) -> str:
-        """One of two messages by ``n``. The catalogues hold the plural as its own message:
-        Vietnamese and Chinese do not inflect, so one form serves every count there."""
-        chosen = singular if n == 1 else plural
-        return self.gettext(chosen, n=self.number(n), **values)
-
     def number(self, value: float) -> str:
         return format_decimal(value, locale=self.locale)
 

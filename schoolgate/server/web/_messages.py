@@ -23,7 +23,7 @@ from schoolgate.server.web._i18n import DEFAULT, LANGUAGES
 
 HERE: Final = Path(__file__).parent
 LOCALES: Final = HERE / "locales"
-KEYWORDS: Final = {"_": None, "gettext": None, "ngettext": (1, 2), "N_": None}
+KEYWORDS: Final = {"_": None, "gettext": None, "N_": None}
 _METHODS: Final = [
     ("**.py", "python"),
     ("templates/**.html", "jinja2.ext:babel_extract"),

@@ -96,7 +96,6 @@ class Renderer:
         shared = {
             "t": t,
             "_": t.gettext,
-            "ngettext": t.ngettext,
             "user": user,
             "nav": [n for n in NAV if user is not None and user.can(n.permission)],
             "here": request.url.path,
