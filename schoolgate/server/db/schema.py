@@ -347,4 +347,27 @@ class DeviceReview(Base):
     reviewed_by: Mapped[str] = mapped_column(String(64))
 
 
+class AgentStatus(Base):
+    """The latest a site's agent said about itself, from its ``status`` events: ``heartbeat``
+    fills the first columns, ``policy-test`` the last two. Each is only taken when newer than
+    what is held, since a spool that was offline ships its events late."""
+
+    __tablename__ = "agent_status"
+
+    site_id: Mapped[int] = mapped_column(
+        ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True
+    )
+    reported: Mapped[float] = mapped_column(Double)  # the newest heartbeat's time (agent clock)
+    version: Mapped[str] = mapped_column(String(64))
+    started: Mapped[float | None] = mapped_column(Double, nullable=True)
+    every: Mapped[float | None] = mapped_column(Double, nullable=True)  # seconds between beats
+    lists_updated: Mapped[float | None] = mapped_column(Double, nullable=True)
+    lists_oldest: Mapped[float | None] = mapped_column(Double, nullable=True)
+    dropped: Mapped[int] = mapped_column(BigInteger)  # events dropped since the agent started
+    waiting: Mapped[int] = mapped_column(BigInteger)  # events in its spool, not yet shipped
+    data: Mapped[str] = mapped_column(Text)  # the heartbeat's data as sent, JSON
+    tested: Mapped[float | None] = mapped_column(Double, nullable=True)
+    policy_test: Mapped[str] = mapped_column(Text)  # the latest policy test's data, JSON or ""
+
+
 metadata = Base.metadata
