@@ -37,7 +37,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from schoolgate.agent.activity.store import categories_text, reversed_name
 from schoolgate.event_batch import ShippedEvent
-from schoolgate.server import rollups
+from schoolgate.server import agent_status, rollups
 from schoolgate.server.db.engine import is_postgresql
 from schoolgate.server.db.partitions import Partitions
 from schoolgate.server.db.schema import Event, IngestBatch, Site
@@ -306,6 +306,7 @@ class SqlRepository:
                     )
                 )
                 inserted = self._insert_events(conn, site, rows)
+                agent_status.record(conn, self._insert, site.id, kept)
                 conn.execute(
                     update(_batches)
                     .where(_batches.c.site_id == site.id, _batches.c.key == key)

@@ -13,6 +13,7 @@ import anyio
 
 from schoolgate.agent.policy.categories import Taxonomy, bundled
 from schoolgate.server.admin_api import AdminApi, Scope
+from schoolgate.server.agent_status import AgentStatuses
 from schoolgate.server.audit import AuditLog
 from schoolgate.server.auth import Principal
 from schoolgate.server.errors import ApiError, in_thread
@@ -41,6 +42,7 @@ class WebContext:
     sessions: Sessions
     session_seconds: float
     taxonomy: Taxonomy
+    agents: AgentStatuses
 
     async def run(self, work: Callable[[Unpack[Ts]], T], *args: *Ts) -> T:
         return await in_thread(self.limiter, work, *args)
@@ -116,4 +118,5 @@ def make_context(
         sessions=sessions,
         session_seconds=session_seconds,
         taxonomy=bundled(),
+        agents=AgentStatuses(engine),
     )

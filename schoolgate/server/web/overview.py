@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from schoolgate.server.agent_status import AgentHealth
 from schoolgate.server.auth import Permission
 from schoolgate.server.params import Params
 from schoolgate.server.rollups import day_of, hour_of
@@ -30,6 +31,9 @@ PERIODS: Final = ("7", "30", "90")
 DAY: Final = 86_400.0
 OPEN_ALERT_DAYS: Final = 30
 TOP: Final = 10
+SILENT_SECONDS: Final = 3_600.0
+# Lists update daily; two missed days in a row is worth somebody's look.
+STALE_LISTS: Final = 2 * DAY
 
 
 def local_days(t: Translator, since: float, now: float) -> list[float]:
@@ -63,6 +67,28 @@ def by_local_day(
 def _day_holding(days: list[float], moment: float) -> float | None:
     index = bisect_right(days, moment) - 1
     return days[index] if index >= 0 else None
+
+
+def agent_health(health: AgentHealth | None, last_seen: float | None, now: float) -> dict[str, Any]:
+    """What the schools table says of an agent: whether it is silent (no heartbeat for a few
+    of its intervals; for an agent that sends none, no batch for an hour), its version, how
+    fresh its lists are and what it had to drop."""
+    if health is None or not health.reported:
+        return {
+            "silent": last_seen is None or now - last_seen > SILENT_SECONDS,
+            "version": "",
+            "lists_updated": None,
+            "lists_stale": False,
+            "dropped": None,
+        }
+    oldest = health.lists_oldest or health.lists_updated
+    return {
+        "silent": not health.reporting(now),
+        "version": health.version,
+        "lists_updated": health.lists_updated,
+        "lists_stale": bool(health.stale) or oldest is None or now - oldest > STALE_LISTS,
+        "dropped": health.dropped,
+    }
 
 
 def share(part: int, whole: int) -> float:
@@ -111,6 +137,7 @@ class OverviewPage:
             else None
         )
         sites = await ctx.run(ctx.queries.sites)
+        health = await ctx.run(ctx.agents.health, scope.ids)
         queries = sum(d.get("queries", 0) for _, d in daily)
         blocked = sum(d.get("blocked", 0) for _, d in daily)
         chart = _charts.bars(
@@ -149,7 +176,7 @@ class OverviewPage:
             {
                 "name": s["name"],
                 "last_seen": s["last_seen"],
-                "silent": s["last_seen"] is None or now - s["last_seen"] > 3_600,
+                **agent_health(health.get(s["id"]), s["last_seen"], now),
                 "queries": per_site.get(s["id"], {}).get("queries", 0),
                 "blocked_share": share(
                     per_site.get(s["id"], {}).get("blocked", 0),
