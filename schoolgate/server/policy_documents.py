@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from schoolgate.agent.config import ConfigError, parse
+from schoolgate.agent.config import AgentConfig, ConfigError, parse
 from schoolgate.agent.policy.central import SECTIONS
 
 MAX_DOCUMENT_BYTES: Final = 256 * 1024
@@ -122,6 +122,16 @@ def merge(base: Document, school: Document) -> Document:
     return out
 
 
+def agent_config(policy: Document, shown: str) -> AgentConfig:
+    """The configuration an agent makes of ``policy`` on its defaults for everything else;
+    ``ConfigError`` when the agent would refuse it."""
+
+    def use(raw: dict[str, Any]) -> None:
+        raw.update(copy.deepcopy(policy))
+
+    return parse("", shown, Path("/"), overrides=use)
+
+
 def check_policy(
     policy: Document, shown: str, text: str = "", written: Document | None = None
 ) -> None:
@@ -132,11 +142,8 @@ def check_policy(
     the key, if the key has the same value there.
     """
 
-    def use(raw: dict[str, Any]) -> None:
-        raw.update(copy.deepcopy(policy))
-
     try:
-        parse("", shown, Path("/"), overrides=use)
+        agent_config(policy, shown)
     except ConfigError as exc:
         if text and written is not None:
             exc = exc.at_line(text, written, policy)

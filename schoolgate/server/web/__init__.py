@@ -17,7 +17,15 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from schoolgate.server.errors import ApiError
-from schoolgate.server.web import activity, alerts, devices, overview, requests, sign_in
+from schoolgate.server.web import (
+    activity,
+    alerts,
+    devices,
+    overview,
+    policy,
+    requests,
+    sign_in,
+)
 from schoolgate.server.web._context import WebContext
 from schoolgate.server.web._labels import N_
 from schoolgate.server.web._session import SignInNeeded, sign_in_url
@@ -33,6 +41,7 @@ def web_routes(ctx: WebContext) -> list[BaseRoute]:
         *devices.routes(ctx),
         *requests.routes(ctx),
         *activity.routes(ctx),
+        *policy.routes(ctx),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
 

@@ -29,6 +29,20 @@ TABLES: Final[Mapping[str, Mapping[str, str]]] = {
         "alert": N_("Allowed, alert raised"),
         "block+alert": N_("Blocked, alert raised"),
     },
+    "tiers": {
+        "locked": N_("Illegal content (always blocked)"),
+        "safeguarding": N_("Safeguarding"),
+        "security": N_("Security"),
+        "bypass": N_("Filter bypass"),
+        "age-appropriate": N_("Age-appropriate"),
+        "productivity": N_("Productivity"),
+    },
+    "test-results": {
+        "ok": N_("As configured"),
+        "mismatch": N_("Not as configured"),
+        "override": N_("Decided by the school's own list or an exception"),
+        "no probe": N_("No test name for this category"),
+    },
     "kinds": {
         "dns": N_("DNS lookup"),
         "alert": N_("Alert"),

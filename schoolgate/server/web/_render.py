@@ -57,6 +57,7 @@ NAV: Final = (
     NavItem("/requests", N_("Unblock requests"), Permission.REQUESTS),
     NavItem("/devices", N_("Devices"), Permission.DEVICES),
     NavItem("/activity", N_("Activity"), Permission.EVENTS),
+    NavItem("/policy", N_("Policy"), Permission.STATS),
 )
 
 
