@@ -1,4 +1,5 @@
-"""The counts ingest keeps beside the events: per hour, per blocked name and day, per device.
+"""The counts ingest keeps beside the events: per hour, per blocked name and day, per device,
+and per device and day for the watched categories (``WATCHED``).
 
 The counts are kept in the transaction that inserts a batch, from the rows that insert
 actually wrote, so an event held already (a batch sent again, an overlap between batches) is
@@ -51,7 +52,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from schoolgate.agent.activity.events import EventKind
 from schoolgate.agent.policy.decision import Action
-from schoolgate.server.db.schema import BlockedName, Device, Event, EventCount
+from schoolgate.server.db.schema import BlockedName, CategoryUse, Device, Event, EventCount
 
 HOUR: Final = 3_600
 DAY: Final = 86_400
@@ -59,11 +60,16 @@ DAY: Final = 86_400
 # rewrite). Only dns events are counted as blocked names: the alert an agent raises about a
 # blocked lookup is the same lookup again.
 BLOCKING_ACTIONS: Final = frozenset(a.value for a in Action if a.blocks)
+# The categories counted per device and day (``category_use``), for the questions a school
+# asks of them by device: which pupils reach generative AI tools, how often, blocked or not.
+# Each costs ingest only for its own lookups (the deciding category, as ``event_counts``).
+WATCHED: Final = ("genai",)
 
 _events = cast(Table, Event.__table__)
 _counts = cast(Table, EventCount.__table__)
 _blocked = cast(Table, BlockedName.__table__)
 _devices = cast(Table, Device.__table__)
+_use = cast(Table, CategoryUse.__table__)
 
 Row = Mapping[str, Any]
 # The columns of an event the counts read.
@@ -101,6 +107,7 @@ class _DeviceSeen:
     hostname_at: float = -1.0
     group: str = ""
     group_at: float = -1.0
+    blocked: int = 0  # of the events, those the filter refused (category_use only)
 
     def add(self, row: Row) -> None:
         when = row["time"]
@@ -123,6 +130,7 @@ def record(conn: Connection, site_id: int, rows: Sequence[Row]) -> None:
     counts: dict[tuple[float, str, str, str, str], int] = {}
     blocked: dict[tuple[float, str], tuple[int, str, float]] = {}
     devices: dict[tuple[str, str], _DeviceSeen] = {}
+    use: dict[tuple[float, str, str, str], _DeviceSeen] = {}
     for row in rows:
         when = row["time"]
         key = (hour_of(when), row["kind"], row["grp"], row["category"], row["action"])
@@ -139,6 +147,13 @@ def record(conn: Connection, site_id: int, rows: Sequence[Row]) -> None:
             if seen is None:
                 seen = devices[device_key] = _DeviceSeen(first=when, last=when)
             seen.add(row)
+            if row["kind"] == EventKind.DNS and row["category"] in WATCHED:
+                use_key = (day_of(when), row["category"], row["client_ip"], row["mac"])
+                used = use.get(use_key)
+                if used is None:
+                    used = use[use_key] = _DeviceSeen(first=when, last=when)
+                used.add(row)
+                used.blocked += row["action"] in BLOCKING_ACTIONS
 
     # The tables in the same order in every transaction, and each one's rows by key.
     _upsert(
@@ -188,6 +203,27 @@ def record(conn: Connection, site_id: int, rows: Sequence[Row]) -> None:
         ],
         _device_update,
     )
+    _upsert(
+        conn,
+        insert,
+        _use,
+        [
+            {
+                "site_id": site_id,
+                "day": day,
+                "category": category,
+                "client_ip": client_ip,
+                "mac": mac,
+                "hostname": used.hostname,
+                "grp": used.group,
+                "last_seen": used.last,
+                "queries": used.events,
+                "blocked": used.blocked,
+            }
+            for (day, category, client_ip, mac), used in sorted(use.items())
+        ],
+        _use_update,
+    )
 
 
 # How a row already held takes in the same key's row from a new batch; both ways of keeping
@@ -205,25 +241,43 @@ def _blocked_update(excluded: Any) -> dict[str, Any]:
     }
 
 
+def _newest(table: Table, excluded: Any, column: str) -> Any:
+    """A name from this batch replaces the one held when the batch is the newer news, or when
+    nothing was held: a batch that arrives late does not undo a rename."""
+    ours, theirs = table.c[column], excluded[column]
+    return case(
+        (and_(theirs != "", or_(excluded.last_seen >= table.c.last_seen, ours == "")), theirs),
+        else_=ours,
+    )
+
+
+def _later(table: Table, excluded: Any) -> Any:
+    held = table.c.last_seen
+    return case((excluded.last_seen > held, excluded.last_seen), else_=held)
+
+
+def _use_update(excluded: Any) -> dict[str, Any]:
+    u = _use.c
+    return {
+        "hostname": _newest(_use, excluded, "hostname"),
+        "grp": _newest(_use, excluded, "grp"),
+        "last_seen": _later(_use, excluded),
+        "queries": u.queries + excluded.queries,
+        "blocked": u.blocked + excluded.blocked,
+    }
+
+
 def _device_update(excluded: Any) -> dict[str, Any]:
     d = _devices.c
 
-    # A name from this batch replaces the one held when the batch is the newer news, or when
-    # nothing was held: a batch that arrives late does not undo a rename.
     def newest(column: str) -> Any:
-        ours, theirs = d[column], excluded[column]
-        return case(
-            (and_(theirs != "", or_(excluded.last_seen >= d.last_seen, ours == "")), theirs),
-            else_=ours,
-        )
+        return _newest(_devices, excluded, column)
 
     return {
         "first_seen": case(
             (excluded.first_seen < d.first_seen, excluded.first_seen), else_=d.first_seen
         ),
-        "last_seen": case(
-            (excluded.last_seen > d.last_seen, excluded.last_seen), else_=d.last_seen
-        ),
+        "last_seen": _later(_devices, excluded),
         "hostname": newest("hostname"),
         "grp": newest("grp"),
         "events": d.events + excluded.events,
@@ -304,9 +358,9 @@ def count_copied() -> Select[int]:
     return select(found).add_cte(*_merges(copied, guard))
 
 
-def _merges(inserted: CTE, guard: ColumnElement[bool] | None) -> tuple[CTE, CTE, CTE]:
+def _merges(inserted: CTE, guard: ColumnElement[bool] | None) -> tuple[CTE, CTE, CTE, CTE]:
     """The CTEs that add the events of ``inserted`` (a CTE of the columns ``_COUNTED``) to
-    the three tables, by the rules ``record`` follows; none of them adds anything unless
+    the four tables, by the rules ``record`` follows; none of them adds anything unless
     ``guard`` holds."""
     e = inserted.c
     held = [guard] if guard is not None else []
@@ -358,7 +412,30 @@ def _merges(inserted: CTE, guard: ColumnElement[bool] | None) -> tuple[CTE, CTE,
         .group_by(e.site_id, e.client_ip, e.mac),
         _device_update,
     )
-    return counts, blocked, devices
+    use = _merge(
+        _use,
+        select(
+            e.site_id,
+            day,
+            e.category,
+            e.client_ip,
+            e.mac,
+            latest(e.hostname, nonempty=True),
+            latest(e.grp, nonempty=True),
+            func.max(e.time),
+            func.count(),
+            func.count().filter(e.action.in_(sorted(BLOCKING_ACTIONS))),
+        )
+        .where(
+            *held,
+            e.kind == EventKind.DNS.value,
+            e.category.in_(WATCHED),
+            or_(e.client_ip != "", e.mac != ""),
+        )
+        .group_by(e.site_id, day, e.category, e.client_ip, e.mac),
+        _use_update,
+    )
+    return counts, blocked, devices, use
 
 
 def _start_of(when: Any, period: int) -> Any:
@@ -387,3 +464,4 @@ def prune(conn: Connection, before: float) -> None:
     conn.execute(delete(_counts).where(_counts.c.hour <= before - HOUR))
     conn.execute(delete(_blocked).where(_blocked.c.day <= before - DAY))
     conn.execute(delete(_devices).where(_devices.c.last_seen < before))
+    conn.execute(delete(_use).where(_use.c.day <= before - DAY))

@@ -16,13 +16,20 @@ from sqlalchemy.pool import QueuePool
 from schoolgate.agent.activity.events import EventKind
 from schoolgate.event_batch import ShippedEvent
 from schoolgate.server.repository import SiteRef, SqlRepository, _insert_postgresql, event_values
-from schoolgate.server.rollups import BLOCKING_ACTIONS, DAY, HOUR, day_of, hour_of
+from schoolgate.server.rollups import BLOCKING_ACTIONS, DAY, HOUR, WATCHED, day_of, hour_of
 
 NOW = time.time()
 KINDS = (EventKind.DNS, EventKind.DNS, EventKind.DNS, EventKind.ALERT, EventKind.DEVICE)
 ACTIONS = ("allow", "block", "block+alert", "alert", "rewrite")
 GROUPS = ("ks1", "ks2", "staff", "")
-CATEGORIES: tuple[tuple[str, ...], ...] = ((), ("adult",), ("self-harm", "adult"), ("games",))
+CATEGORIES: tuple[tuple[str, ...], ...] = (
+    (),
+    ("adult",),
+    ("self-harm", "adult"),
+    ("games",),
+    ("genai", "chat"),
+    ("chat", "genai"),  # genai, but not the deciding category: not counted as genai use
+)
 
 
 def mixed(first: int, count: int, start: float = NOW - 2 * DAY) -> list[ShippedEvent]:
@@ -53,8 +60,8 @@ def _events(repo: SqlRepository) -> list[Any]:
     with repo.engine.connect() as conn:
         return list(
             conn.exec_driver_sql(
-                "SELECT site_id, time, kind, grp, category, action, name, client_ip, mac "
-                "FROM events"
+                "SELECT site_id, time, kind, grp, category, action, name, client_ip, mac, "
+                "hostname FROM events"
             )
         )
 
@@ -113,6 +120,24 @@ def assert_counts_match_events(repo: SqlRepository) -> None:
         for r in _table(repo, "SELECT * FROM devices")
     } == {key: (min(t), max(t), len(t)) for key, t in devices.items()}
 
+    used: dict[tuple[int, float, str, str, str], list[Any]] = {}
+    for e in events:
+        if e.kind == "dns" and e.category in WATCHED and (e.client_ip or e.mac):
+            used.setdefault((e.site_id, day_of(e.time), e.category, e.client_ip, e.mac), []).append(
+                e
+            )
+    assert {
+        (r.site_id, r.day, r.category, r.client_ip, r.mac): (r.last_seen, r.queries, r.blocked)
+        for r in _table(repo, "SELECT * FROM category_use")
+    } == {
+        key: (
+            max(e.time for e in found),
+            len(found),
+            sum(e.action in BLOCKING_ACTIONS for e in found),
+        )
+        for key, found in used.items()
+    }
+
 
 def test_counts_match_the_events_and_nothing_sent_twice_counts_twice(
     repo: SqlRepository,
@@ -122,6 +147,7 @@ def test_counts_match_the_events_and_nothing_sent_twice_counts_twice(
     assert repo.ingest(site, "a", mixed(1, 200), keep_after=0).inserted == 200
     assert repo.ingest(other, "a", mixed(1, 50), keep_after=0).inserted == 50
     assert_counts_match_events(repo)
+    assert _table(repo, "SELECT * FROM category_use"), "the test data must use genai"
     before = _table(repo, "SELECT * FROM event_counts ORDER BY site_id, hour, kind, grp")
 
     assert repo.ingest(site, "a", mixed(1, 200), keep_after=0).replayed
@@ -206,11 +232,15 @@ def test_prune_forgets_old_counts(repo: SqlRepository) -> None:
         _dns(2, today - 10 * DAY + HOUR, client_ip="10.0.0.1", name="a.example", action="block"),
     ]
     new = [_dns(3, today + 60, client_ip="10.0.0.2", name="b.example", action="block")]
-    repo.ingest(site, "k", old + new, keep_after=0)
+    ai = {"client_ip": "10.0.0.3", "name": "chat.ai.example", "categories": ("genai",)}
+    used = [_dns(4, today - 10 * DAY, **ai), _dns(5, today + 90, **ai)]
+    repo.ingest(site, "k", old + new + used, keep_after=0)
     repo.prune(today - 5 * DAY)
-    assert [r.hour for r in _table(repo, "SELECT hour FROM event_counts")] == [today]
+    assert [r.day for r in _table(repo, "SELECT day FROM category_use")] == [today]
+    assert {r.hour for r in _table(repo, "SELECT hour FROM event_counts")} == {today}
     assert [r.name for r in _table(repo, "SELECT name FROM blocked_names")] == ["b.example"]
-    assert [r.client_ip for r in _table(repo, "SELECT client_ip FROM devices")] == ["10.0.0.2"]
+    devices = _table(repo, "SELECT client_ip FROM devices ORDER BY client_ip")
+    assert [r.client_ip for r in devices] == ["10.0.0.2", "10.0.0.3"]
 
 
 def test_concurrent_overlapping_batches_count_each_event_once(repo: SqlRepository) -> None:

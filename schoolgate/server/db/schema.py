@@ -163,6 +163,26 @@ class BlockedName(Base):
     count: Mapped[int] = mapped_column(BigInteger)
 
 
+class CategoryUse(Base):
+    """Per day, how often each device looked up names of a watched category (``rollups``'
+    ``WATCHED``: generative AI tools), and how many of those were blocked: the evidence a
+    school writing its AI policy asks for, without reading a term of events."""
+
+    __tablename__ = "category_use"
+    __table_args__ = (PrimaryKeyConstraint("site_id", "day", "category", "client_ip", "mac"),)
+
+    site_id: Mapped[int] = mapped_column(Integer)
+    day: Mapped[float] = mapped_column(Double)  # midnight UTC, seconds since the epoch
+    category: Mapped[str] = mapped_column(String(64))
+    client_ip: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str] = mapped_column(String(64))
+    hostname: Mapped[str] = mapped_column(String(255))
+    grp: Mapped[str] = mapped_column(String(64))
+    last_seen: Mapped[float] = mapped_column(Double)
+    queries: Mapped[int] = mapped_column(BigInteger)
+    blocked: Mapped[int] = mapped_column(BigInteger)
+
+
 class Device(Base):
     """Each device a site's events named, by address and MAC, kept up by ingest."""
 
@@ -368,6 +388,86 @@ class AgentStatus(Base):
     data: Mapped[str] = mapped_column(Text)  # the heartbeat's data as sent, JSON
     tested: Mapped[float | None] = mapped_column(Double, nullable=True)
     policy_test: Mapped[str] = mapped_column(Text)  # the latest policy test's data, JSON or ""
+
+
+class NotifyCursor(Base):
+    """How far the notifier has got, by name: ``intake``, the arrival time (``received``) of
+    the newest alert taken in; ``digest``, when the last daily digest was made."""
+
+    __tablename__ = "notify_cursors"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    position: Mapped[float] = mapped_column(Double)
+
+
+class NotifyMessage(Base):
+    """One message to one school's recipients on one channel, and what became of it: kept
+    until delivered (retried with a capped backoff), then as the record of what was sent."""
+
+    __tablename__ = "notify_messages"
+    __table_args__ = (
+        # The daily cap counts a school's immediate messages of the day.
+        Index(
+            "ix_notify_messages_site_id_channel_kind_created",
+            "site_id",
+            "channel",
+            "kind",
+            "created",
+        ),
+        Index("ix_notify_messages_next_attempt", "next_attempt"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(16))  # email or webhook
+    kind: Mapped[str] = mapped_column(String(16))  # immediate or digest
+    created: Mapped[float] = mapped_column(Double)
+    alerts: Mapped[int] = mapped_column(Integer)  # the alerts it lists
+    held: Mapped[int] = mapped_column(Integer)  # of those, kept from immediate by the cap
+    acknowledged: Mapped[int] = mapped_column(Integer)  # left out: acknowledged already
+    last_immediate: Mapped[bool] = mapped_column(Boolean)  # the cap's last of the day
+    outcome: Mapped[str] = mapped_column(String(16))  # pending, sent, retrying, cancelled
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt: Mapped[float | None] = mapped_column(Double, nullable=True)  # None: done
+    sent: Mapped[float | None] = mapped_column(Double, nullable=True)
+    recipients: Mapped[str] = mapped_column(Text)  # the addresses, or the webhook's host
+    error: Mapped[str] = mapped_column(Text)  # the last attempt's, "" for none
+
+
+class NotifyAlert(Base):
+    """Each alert the notifier took in, once per channel: the key makes sending one alert
+    twice on a channel impossible. ``state``: ``waiting`` for the digest, ``queued`` in
+    ``message_id``, or ``acknowledged`` (dealt with before a digest listed it)."""
+
+    __tablename__ = "notify_alerts"
+    __table_args__ = (
+        PrimaryKeyConstraint("site_id", "seq", "time", "channel"),
+        Index("ix_notify_alerts_message_id", "message_id"),
+        Index("ix_notify_alerts_state_channel_site_id", "state", "channel", "site_id"),
+    )
+
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    time: Mapped[float] = mapped_column(Double)
+    channel: Mapped[str] = mapped_column(String(16))
+    severity: Mapped[str] = mapped_column(String(16))
+    taken: Mapped[float] = mapped_column(Double)
+    held: Mapped[bool] = mapped_column(Boolean)  # sent in the digest because of the cap
+    state: Mapped[str] = mapped_column(String(16))
+    message_id: Mapped[int | None] = mapped_column(
+        ForeignKey("notify_messages.id", ondelete="CASCADE"), nullable=True
+    )
+
+
+# The alerts by arrival (revision 0005), for the notifier: an agent that was offline ships its
+# alerts days late, so their own times say nothing about which are new. Partial, like
+# ix_events_site_alerts: ingest pays for it on one event in a thousand.
+Index(
+    "ix_events_alerts_received",
+    Event.received,
+    postgresql_where=text("kind = 'alert'"),
+    sqlite_where=text("kind = 'alert'"),
+)
 
 
 metadata = Base.metadata

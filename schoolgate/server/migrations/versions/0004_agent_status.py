@@ -1,5 +1,6 @@
 """What each school's agent last said about itself: its version, since when it runs, how
-fresh its lists are, what it had to drop, and its latest ``policy test``.
+fresh its lists are, what it had to drop, and its latest ``policy test``; and, per day, each
+device's use of a watched category (generative AI tools).
 
 Revision ID: 0004
 Revises: 0003
@@ -41,5 +42,24 @@ def upgrade() -> None:
     )
 
 
+    op.create_table(
+        "category_use",
+        sa.Column("site_id", sa.Integer, nullable=False),
+        sa.Column("day", sa.Double, nullable=False),
+        sa.Column("category", sa.String(64), nullable=False),
+        sa.Column("client_ip", sa.String(64), nullable=False),
+        sa.Column("mac", sa.String(64), nullable=False),
+        sa.Column("hostname", sa.String(255), nullable=False),
+        sa.Column("grp", sa.String(64), nullable=False),
+        sa.Column("last_seen", sa.Double, nullable=False),
+        sa.Column("queries", sa.BigInteger, nullable=False),
+        sa.Column("blocked", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint(
+            "site_id", "day", "category", "client_ip", "mac", name="pk_category_use"
+        ),
+    )
+
+
 def downgrade() -> None:
+    op.drop_table("category_use")
     op.drop_table("agent_status")
