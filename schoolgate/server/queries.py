@@ -42,6 +42,7 @@ from schoolgate.agent.activity.store import reversed_name
 from schoolgate.server.db.engine import is_postgresql
 from schoolgate.server.db.schema import (
     BlockedName,
+    CategoryUse,
     Device,
     Event,
     EventCount,
@@ -55,6 +56,7 @@ _sites = cast(Table, Site.__table__)
 _counts = cast(Table, EventCount.__table__)
 _blocked = cast(Table, BlockedName.__table__)
 _devices = cast(Table, Device.__table__)
+_use = cast(Table, CategoryUse.__table__)
 _requests = cast(Table, UnblockRequest.__table__)
 
 Key = tuple[Any, ...]
@@ -371,6 +373,53 @@ class EventQueries:
             query = query.where(b.category == category)
         with self.engine.connect() as conn:
             return [{**row, "count": int(row["count"])} for row in conn.execute(query).mappings()]
+
+    def category_use(
+        self,
+        sites: Sequence[int],
+        category: str,
+        since: float,
+        until: float | None,
+        limit: int,
+    ) -> tuple[int, list[Row]]:
+        """How many devices looked up names of a watched category (``rollups.WATCHED``) on
+        the days from ``since`` to before ``until``, and the ``limit`` that did so most: their
+        lookups, how many were blocked, on how many days, and when last."""
+        u = _use.c
+        scope = and_(
+            u.site_id.in_(sites) if sites else false(),
+            u.category == category,
+            u.day >= since,
+            u.day < until if until is not None else true(),
+        )
+        queries = func.sum(u.queries).label("queries")
+        query = (
+            select(
+                u.site_id,
+                u.client_ip,
+                u.mac,
+                # A device's name and group seldom change within a period; when they do,
+                # either is a fair name for it here (the devices page has the newest).
+                func.max(u.hostname).label("hostname"),
+                func.max(u.grp).label("grp"),
+                queries,
+                func.sum(u.blocked).label("blocked"),
+                func.count().label("days"),
+                func.max(u.last_seen).label("last_seen"),
+            )
+            .where(scope)
+            .group_by(u.site_id, u.client_ip, u.mac)
+            .order_by(queries.desc(), u.site_id, u.client_ip, u.mac)
+            .limit(limit)
+        )
+        devices = select(u.site_id, u.client_ip, u.mac).where(scope).distinct().subquery()
+        with self.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(devices)).scalar_one()
+            rows = [
+                {**row, "queries": int(row["queries"]), "blocked": int(row["blocked"])}
+                for row in conn.execute(query).mappings()
+            ]
+        return int(total), rows
 
     # --- devices and requests -----------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 from schoolgate.server.errors import ApiError
 from schoolgate.server.web import (
     activity,
+    ai_use,
     alerts,
     devices,
     overview,
@@ -42,6 +43,7 @@ def web_routes(ctx: WebContext) -> list[BaseRoute]:
         *requests.routes(ctx),
         *activity.routes(ctx),
         *policy.routes(ctx),
+        *ai_use.routes(ctx),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
 

@@ -58,6 +58,7 @@ NAV: Final = (
     NavItem("/devices", N_("Devices"), Permission.DEVICES),
     NavItem("/activity", N_("Activity"), Permission.EVENTS),
     NavItem("/policy", N_("Policy"), Permission.STATS),
+    NavItem("/ai-use", N_("AI use"), Permission.STATS),
 )
 
 

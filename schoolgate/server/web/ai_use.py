@@ -1,0 +1,126 @@
+"""Generative AI use: how often the schools' groups and devices looked up AI tools (the
+``genai`` category), how much of it was blocked, day by day: the evidence a school leader
+writing an AI policy needs, measured rather than guessed.
+
+Days and groups come from ``event_counts``; devices from ``category_use``, kept per device
+and day at ingest. Devices are shown only to those who may see devices; everyone who sees the
+overview sees the groups and the days.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Final
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from schoolgate.server.auth import Permission
+from schoolgate.server.params import Params
+from schoolgate.server.rollups import day_of, hour_of
+from schoolgate.server.web import _charts
+from schoolgate.server.web._context import WebContext
+from schoolgate.server.web.overview import DAY, PERIODS, by_local_day, local_days, share
+
+CATEGORY: Final = "genai"
+DEVICES: Final = 50
+NAMES: Final = 10
+
+
+class AiUsePage:
+    def __init__(self, ctx: WebContext) -> None:
+        self.ctx = ctx
+
+    async def show(self, request: Request) -> Response:
+        ctx = self.ctx
+        principal = await ctx.web.require(request, Permission.STATS)
+        t = ctx.render.translator(request)
+        params = Params(request, ("site", "days"), t.zone)
+        site = params.text("site", 64)
+        days = int(params.choice("days", PERIODS) or "30")
+        scope = await ctx.scope(principal, site)
+        now = time.time()
+        first_day = local_days(t, now - (days - 1) * DAY, now)[0]
+        since = hour_of(first_day)
+        hourly = await ctx.run(ctx.queries.totals, scope.ids, since, None, ("hour",), "", CATEGORY)
+        daily = by_local_day(t, hourly, first_day, now)
+        groups = await ctx.run(ctx.queries.totals, scope.ids, since, None, ("grp",), "", CATEGORY)
+        everything = await ctx.run(ctx.queries.totals, scope.ids, since, None, ())
+        all_queries = everything[0]["queries"] if everything else 0
+        queries = sum(d.get("queries", 0) for _, d in daily)
+        blocked = sum(d.get("blocked", 0) for _, d in daily)
+        devices = None
+        device_count = None
+        if principal.can(Permission.DEVICES):
+            device_count, found = await ctx.run(
+                ctx.queries.category_use, scope.ids, CATEGORY, day_of(since), None, DEVICES
+            )
+            devices = [
+                {
+                    **d,
+                    "site": scope.names.get(d["site_id"], ""),
+                    "last_when": t.when(d["last_seen"]),
+                    "blocked_share": share(d["blocked"], d["queries"]),
+                }
+                for d in found
+            ]
+        chart = _charts.bars(
+            [
+                _charts.Bar(
+                    label=t.short_day(start),
+                    total=sums.get("queries", 0),
+                    part=sums.get("blocked", 0),
+                    title=t.gettext(
+                        "%(day)s: %(queries)s lookups of AI tools, %(blocked)s blocked",
+                        day=t.day(start),
+                        queries=t.number(sums.get("queries", 0)),
+                        blocked=t.number(sums.get("blocked", 0)),
+                    ),
+                )
+                for start, sums in daily
+            ],
+            t.gettext("Lookups of AI tools a day, the blocked part darker"),
+            t.gettext("No lookups of AI tools in this period."),
+        )
+        return ctx.render.page(
+            request,
+            "ai_use.html",
+            {
+                "site": site,
+                "sites": await ctx.site_names(principal),
+                "days": str(days),
+                "periods": PERIODS,
+                "chart": chart,
+                "queries": queries,
+                "blocked": blocked,
+                "blocked_share": share(blocked, queries),
+                "of_all": share(queries, all_queries),
+                "groups": [
+                    {
+                        "name": g["grp"],
+                        "queries": g["queries"],
+                        "blocked": g["blocked"],
+                        "blocked_share": share(g["blocked"], g["queries"]),
+                        "meter": _charts.meter(
+                            share(g["queries"], queries), t.percent(share(g["queries"], queries))
+                        ),
+                    }
+                    for g in groups
+                    if g["queries"]
+                ],
+                "devices": devices,
+                "device_count": device_count,
+                "top_blocked": await ctx.run(
+                    ctx.queries.top_blocked, scope.ids, day_of(since), None, NAMES, CATEGORY
+                ),
+                "category_name": ctx.category_name(t, CATEGORY),
+                # The activity search a device's row links to covers the same days.
+                "since": int(first_day),
+            },
+            principal=principal,
+        )
+
+
+def routes(ctx: WebContext) -> list[Route]:
+    return [Route("/ai-use", AiUsePage(ctx).show, methods=["GET"])]
