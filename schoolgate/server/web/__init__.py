@@ -22,6 +22,7 @@ from schoolgate.server.web import (
     ai_use,
     alerts,
     devices,
+    indicators,
     overview,
     policy,
     requests,
@@ -44,6 +45,7 @@ def web_routes(ctx: WebContext) -> list[BaseRoute]:
         *activity.routes(ctx),
         *policy.routes(ctx),
         *ai_use.routes(ctx),
+        *indicators.routes(ctx),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from functools import cache
 from pathlib import Path
 from typing import Any, Final
 
 from babel import Locale
-from babel.dates import format_date, format_datetime
+from babel.dates import format_date, format_datetime, format_timedelta
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal, format_percent
 
@@ -99,6 +99,13 @@ class Translator:
             return "-"
         moment = datetime.fromtimestamp(seconds, self.zone)
         return format_datetime(moment, "medium", tzinfo=self.zone, locale=self.locale)
+
+    def duration(self, seconds: float | None) -> str:
+        """A length of time in the reader's words, to its largest unit ("3 hours")."""
+        if seconds is None:
+            return ""
+        length = timedelta(seconds=max(seconds, 1.0))
+        return format_timedelta(length, threshold=1.5, format="long", locale=self.locale)
 
     def day(self, seconds: float) -> str:
         return format_date(datetime.fromtimestamp(seconds, self.zone), "medium", locale=self.locale)

@@ -59,6 +59,7 @@ NAV: Final = (
     NavItem("/activity", N_("Activity"), Permission.EVENTS),
     NavItem("/policy", N_("Policy"), Permission.STATS),
     NavItem("/ai-use", N_("AI use"), Permission.STATS),
+    NavItem("/indicators", N_("Indicators"), Permission.STATS),
 )
 
 
