@@ -20,8 +20,11 @@ from typing import Any, Final
 from schoolgate.agent.cli_policy import show_data
 from schoolgate.agent.config import ConfigError
 from schoolgate.agent.policy.categories import LANGUAGES
+from schoolgate.server.agent_status import AgentHealth
+from schoolgate.server.policies import PolicyStore, Revision
 from schoolgate.server.policy_documents import Document, agent_config
 
+HISTORY: Final = 50  # revisions of each document read for a school's changes
 CENTRAL: Final = "central"
 AGENT: Final = "agent"
 
@@ -153,3 +156,22 @@ def test_rows(test: Mapping[str, Any] | None, results: Sequence[str]) -> list[di
         for row in rows
         if isinstance(row, dict) and row.get("result") in results
     ]
+
+
+def school_matrix(
+    policies: PolicyStore, site_id: int, health: AgentHealth | None, language: str
+) -> Matrix | None:
+    """The school's matrix: the central policy when one applies to it, else its agent's
+    latest test; None when the collector knows neither."""
+    effective = policies.effective(site_id)
+    if effective.district_revision is not None or effective.site_revision is not None:
+        return from_policy(effective.sections, language)
+    if health is not None and health.policy_test is not None:
+        return from_test(health.policy_test)
+    return None
+
+
+def changes(policies: PolicyStore, site_id: int, since: float = 0.0) -> list[Revision]:
+    """The district's revisions and the school's, newest first, from ``since``."""
+    both = [*policies.history(None, HISTORY), *policies.history(site_id, HISTORY)]
+    return sorted((r for r in both if r.created >= since), key=lambda r: r.created, reverse=True)

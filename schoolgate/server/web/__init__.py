@@ -26,6 +26,7 @@ from schoolgate.server.web import (
     overview,
     policy,
     requests,
+    review,
     sign_in,
 )
 from schoolgate.server.web._context import WebContext
@@ -46,6 +47,7 @@ def web_routes(ctx: WebContext) -> list[BaseRoute]:
         *policy.routes(ctx),
         *ai_use.routes(ctx),
         *indicators.routes(ctx),
+        *review.routes(ctx),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
 

@@ -60,6 +60,7 @@ NAV: Final = (
     NavItem("/policy", N_("Policy"), Permission.STATS),
     NavItem("/ai-use", N_("AI use"), Permission.STATS),
     NavItem("/indicators", N_("Indicators"), Permission.STATS),
+    NavItem("/review", N_("Annual review"), Permission.STATS),
 )
 
 

@@ -15,40 +15,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from schoolgate.server.agent_status import AgentHealth
 from schoolgate.server.auth import Permission
 from schoolgate.server.params import Params
-from schoolgate.server.policies import PolicyStore, Revision
-from schoolgate.server.policy_matrix import Matrix, from_policy, from_test, test_rows
+from schoolgate.server.policy_matrix import Matrix, changes, school_matrix, test_rows
 from schoolgate.server.web._context import WebContext
 from schoolgate.server.web._i18n import Translator
 
-HISTORY: Final = 50
 ACTION_CLASSES: Final = {
     "allow": "allow",
     "block": "block",
     "alert": "alert",
     "block+alert": "block-alert",
 }
-
-
-def school_matrix(
-    policies: PolicyStore, site_id: int, health: AgentHealth | None, language: str
-) -> Matrix | None:
-    """The school's matrix: the central policy when one applies to it, else its agent's
-    latest test; None when the collector knows neither."""
-    effective = policies.effective(site_id)
-    if effective.district_revision is not None or effective.site_revision is not None:
-        return from_policy(effective.sections, language)
-    if health is not None and health.policy_test is not None:
-        return from_test(health.policy_test)
-    return None
-
-
-def changes(policies: PolicyStore, site_id: int, since: float = 0.0) -> list[Revision]:
-    """The district's revisions and the school's, newest first, from ``since``."""
-    both = [*policies.history(None, HISTORY), *policies.history(site_id, HISTORY)]
-    return sorted((r for r in both if r.created >= since), key=lambda r: r.created, reverse=True)
 
 
 def matrix_rows(ctx: WebContext, t: Translator, matrix: Matrix) -> list[dict[str, Any]]:

@@ -41,7 +41,6 @@ def upgrade() -> None:
         ),
     )
 
-
     op.create_table(
         "category_use",
         sa.Column("site_id", sa.Integer, nullable=False),

@@ -1,0 +1,239 @@
+"""The annual filtering and monitoring review of one school: the evidence its review asks for,
+gathered in one place for a period (a year by default).
+
+- what each group gets in each category, and why (the policy matrix and its groups);
+- the changes of the period, each with who, when and why;
+- the exceptions granted and the unblock requests decided in the period;
+- the alerts of the period by category and severity, and what was done about them;
+- the indicators (acknowledgement times, approved devices, agent uptime, bypass attempts);
+- the latest ``policy test``, every check of it.
+
+``gather`` reads it; the page renders it as printable HTML and ``csv_lines`` as CSV, both
+from the same ``Review``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Engine, Table, and_, func, select
+
+from schoolgate.agent.activity.events import EventKind
+from schoolgate.server.agent_status import AgentStatuses
+from schoolgate.server.csv_export import cell, iso
+from schoolgate.server.db.schema import AlertReview, CentralException, Event, UnblockRequest
+from schoolgate.server.indicators import SchoolIndicators, school_indicators
+from schoolgate.server.policies import GrantedException, PolicyStore, Revision
+from schoolgate.server.policy_matrix import Matrix, changes, school_matrix, test_rows
+from schoolgate.server.queries import EventQueries
+from schoolgate.server.rollups import HOUR
+
+_events = cast(Table, Event.__table__)
+_reviews = cast(Table, AlertReview.__table__)
+_exceptions = cast(Table, CentralException.__table__)
+_requests = cast(Table, UnblockRequest.__table__)
+CSV_COLUMNS = ("section", "item", "group", "category", "value", "detail")
+
+
+@dataclass(frozen=True)
+class Review:
+    site: str
+    since: float
+    until: float
+    queries: int
+    blocked: int
+    indicators: SchoolIndicators
+    matrix: Matrix | None
+    changes: list[Revision]
+    exceptions: list[GrantedException]
+    requests: dict[str, int]  # decided in the period, by status
+    alerts: list[dict[str, Any]]  # category, severity, alerts, acknowledged
+    outcomes: dict[str, int]  # of the period's alerts acknowledged, by outcome
+    tested: float | None
+    test: Mapping[str, Any] | None
+
+    @property
+    def test_results(self) -> list[dict[str, Any]]:
+        return test_rows(self.test, ("ok", "mismatch", "override", "no probe"))
+
+
+def _alerts(engine: Engine, site_id: int, since: float, until: float) -> list[dict[str, Any]]:
+    e, r = _events.c, _reviews.c
+    joined = _events.outerjoin(
+        _reviews, and_(r.site_id == e.site_id, r.seq == e.seq, r.time == e.time)
+    )
+    query = (
+        select(
+            e.category,
+            e.severity,
+            func.count().label("alerts"),
+            func.count(r.outcome).label("acknowledged"),
+        )
+        .select_from(joined)
+        .where(
+            e.site_id == site_id,
+            e.kind == EventKind.ALERT.value,
+            e.time >= since,
+            e.time < until,
+        )
+        .group_by(e.category, e.severity)
+        .order_by(func.count().desc(), e.category)
+    )
+    with engine.connect() as conn:
+        return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def _outcomes(engine: Engine, site_id: int, since: float, until: float) -> dict[str, int]:
+    r = _reviews.c
+    query = (
+        select(r.outcome, func.count())
+        .where(r.site_id == site_id, r.time >= since, r.time < until)
+        .group_by(r.outcome)
+    )
+    with engine.connect() as conn:
+        return {outcome: int(n) for outcome, n in conn.execute(query)}
+
+
+def _granted(engine: Engine, site_id: int, since: float, until: float) -> list[GrantedException]:
+    x = _exceptions.c
+    query = (
+        select(_exceptions)
+        .where(x.site_id == site_id, x.created >= since, x.created < until)
+        .order_by(x.created)
+    )
+    with engine.connect() as conn:
+        return [
+            GrantedException(
+                id=row.id,
+                site_id=row.site_id,
+                name=row.name,
+                group=row.grp,
+                action=row.action,
+                created=row.created,
+                expires=row.expires,
+                reason=row.reason,
+                author=row.author,
+                request_id=row.request_id,
+            )
+            for row in conn.execute(query)
+        ]
+
+
+def _decided(engine: Engine, site_id: int, since: float, until: float) -> dict[str, int]:
+    q = _requests.c
+    query = (
+        select(q.status, func.count())
+        .where(q.site_id == site_id, q.decided >= since, q.decided < until)
+        .group_by(q.status)
+    )
+    with engine.connect() as conn:
+        return {status: int(n) for status, n in conn.execute(query)}
+
+
+def gather(
+    queries: EventQueries,
+    policies: PolicyStore,
+    site: Mapping[str, Any],
+    since: float,
+    until: float,
+    language: str,
+) -> Review:
+    """The review of ``site`` (a row of ``EventQueries.sites``) from ``since`` to ``until``."""
+    engine = queries.engine
+    site_id = site["id"]
+    totals = queries.totals([site_id], since - since % HOUR, until, ())
+    health = AgentStatuses(engine).health([site_id]).get(site_id)
+    [indicators] = school_indicators(engine, [site], since, until)
+    return Review(
+        site=site["name"],
+        since=since,
+        until=until,
+        queries=totals[0]["queries"] if totals else 0,
+        blocked=totals[0]["blocked"] if totals else 0,
+        indicators=indicators,
+        matrix=school_matrix(policies, site_id, health, language),
+        changes=[c for c in changes(policies, site_id, since) if c.created < until],
+        exceptions=_granted(engine, site_id, since, until),
+        requests=_decided(engine, site_id, since, until),
+        alerts=_alerts(engine, site_id, since, until),
+        outcomes=_outcomes(engine, site_id, since, until),
+        tested=health.tested if health else None,
+        test=health.policy_test if health else None,
+    )
+
+
+def _rows(review: Review) -> Iterator[tuple[Any, ...]]:
+    i = review.indicators
+    yield ("period", "from", "", "", iso(review.since), "")
+    yield ("period", "until", "", "", iso(review.until), "")
+    yield ("summary", "dns queries", "", "", review.queries, "")
+    yield ("summary", "blocked", "", "", review.blocked, "")
+    yield ("summary", "alerts", "", "", i.alerts, "")
+    yield ("summary", "alerts acknowledged", "", "", i.acknowledged, "")
+    yield ("summary", "median seconds to acknowledge", "", "", i.median_ack, "")
+    yield ("summary", "devices", "", "", i.devices, "")
+    yield ("summary", "devices approved or known", "", "", i.approved, "")
+    yield ("summary", "agent uptime", "", "", i.uptime, "share of the period")
+    yield ("summary", "bypass events", "", "", i.bypass_events, "")
+    yield ("summary", "bypass lookups blocked", "", "", i.bypass_lookups, "")
+    matrix = review.matrix
+    if matrix is not None:
+        for category, tier in matrix.categories:
+            for group in matrix.groups:
+                found = matrix.cell(category, group.name)
+                if found is not None:
+                    during = "; ".join(f"during {s}: {a}" for s, a in found.during)
+                    yield (
+                        f"policy ({matrix.source})",
+                        tier,
+                        group.name,
+                        category,
+                        found.action,
+                        during,
+                    )
+    for c in review.changes:
+        which = "district" if c.site_id is None else "school"
+        yield (
+            "change",
+            f"{which} revision {c.id}",
+            "",
+            "",
+            iso(c.created),
+            f"{c.reason} ({c.author})",
+        )
+    for x in review.exceptions:
+        detail = f"{x.reason} ({x.author}, until {iso(x.expires)})"
+        yield ("exception", x.name, x.group, "", x.action, detail)
+    for status, n in sorted(review.requests.items()):
+        yield ("unblock requests", status, "", "", n, "")
+    for a in review.alerts:
+        yield (
+            "alerts",
+            a["severity"] or "",
+            "",
+            a["category"],
+            a["alerts"],
+            f"{a['acknowledged']} acknowledged",
+        )
+    for outcome, n in sorted(review.outcomes.items()):
+        yield ("alert outcomes", outcome, "", "", n, "")
+    if review.tested is not None:
+        yield ("policy test", "ran", "", "", iso(review.tested), "")
+    for r in review.test_results:
+        detail = "; ".join(p for p in (f"did {r['actual']}" if r["actual"] else "", r["note"]) if p)
+        yield ("policy test", r["result"], r["group"], r["category"], r["expected"], detail)
+
+
+def csv_lines(review: Review) -> str:
+    """The review as CSV (``CSV_COLUMNS``), every cell guarded against formulas: names,
+    reasons and notes were typed by people or came from the network."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for row in _rows(review):
+        writer.writerow([cell(v) for v in row])
+    return out.getvalue()
