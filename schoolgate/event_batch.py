@@ -34,6 +34,15 @@ _Name = Annotated[str, msgspec.Meta(max_length=255)]
 _Text = Annotated[str, msgspec.Meta(max_length=512)]
 _Category = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 MAX_DATA_BYTES: Final = 4096  # the JSON of an event's ``data``
+# An agent's ``status`` events say more: its ``policy-test`` holds one result per group and
+# category (about 200 bytes each, 15 KB for three groups). Still bounded, and an agent sends
+# few of them.
+MAX_STATUS_DATA_BYTES: Final = 256 * 1024
+
+
+def data_limit(kind: EventKind) -> int:
+    """The most bytes the JSON of an event's ``data`` may take, for an event of ``kind``."""
+    return MAX_STATUS_DATA_BYTES if kind is EventKind.STATUS else MAX_DATA_BYTES
 
 
 class ShippedEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -172,8 +181,9 @@ def decode_lines(text: bytes, limits: BatchLimits) -> list[ShippedEvent]:
             raise BatchError(f"line {number}: not a JSON object: {exc}") from None
         if not math.isfinite(event.time):
             raise BatchError(f"line {number}: the time is not a number")
-        if event.data and len(_encoder.encode(event.data)) > MAX_DATA_BYTES:
-            raise BatchError(f"line {number}: data is over {MAX_DATA_BYTES} bytes as JSON")
+        limit = data_limit(event.kind)
+        if event.data and len(_encoder.encode(event.data)) > limit:
+            raise BatchError(f"line {number}: data is over {limit} bytes as JSON")
         if event.seq in seen:
             raise BatchError(f"line {number}: sequence number {event.seq} is in the batch twice")
         seen.add(event.seq)

@@ -98,9 +98,10 @@ from schoolgate.agent.policy.schedules import active_schedules
 from schoolgate.agent.stats import N_TYPES, Counters, Outcome, Tallies, slot
 
 if TYPE_CHECKING:
-    from schoolgate.agent.activity.uploader import Uploader
+    from schoolgate.agent.activity.uploader import UploadCounters, Uploader
     from schoolgate.agent.blockpage import BlockInfo, BlockPageServer, UnblockStore
     from schoolgate.agent.policy_sync import PolicySync
+    from schoolgate.agent.status_events import StatusReports
 
 log = logging.getLogger(__name__)
 
@@ -588,7 +589,10 @@ class Agent:
         self.metrics: MetricsServer | None = None
         self.monitor: NetworkMonitor | None = None
         self.uploader: Uploader | None = None
+        # The uploader's counters, kept across its restarts: what it gave up on since start.
+        self.upload_counters: UploadCounters | None = None
         self.policy_sync: PolicySync | None = None
+        self.status: StatusReports | None = None  # with a collector: heartbeats, policy tests
         self.started_at = time.time()
 
     async def start(self) -> None:
@@ -616,7 +620,8 @@ class Agent:
         await self._start_monitor(self.config)
         self._start_uploader(self.config)
         self._start_policy_sync(self.config)
-        self.jobs.start()
+        self._start_status(self.config)
+        self.jobs.start()  # the first heartbeat and policy test: lists loaded, listening
         # Everything made while starting lives as long as the process: keep it out of the
         # collector's full passes, whose pauses would otherwise show in answer latency.
         gc.collect()
@@ -777,8 +782,23 @@ class Agent:
             # With a collector only: the HTTP client is not otherwise in the DNS process.
             from schoolgate.agent.activity.uploader import Uploader  # noqa: PLC0415
 
-            self.uploader = Uploader(config.upload, self.activity.store, self.activity.buffer)
+            self.uploader = Uploader(
+                config.upload, self.activity.store, self.activity.buffer, self.upload_counters
+            )
+            self.upload_counters = self.uploader.counters
             self.uploader.start()
+
+    def _start_status(self, config: AgentConfig) -> None:
+        if config.upload is not None and self.status is None:
+            # With a collector only, like the uploader that ships what it makes.
+            from schoolgate.agent.status_events import StatusReports  # noqa: PLC0415
+
+            self.status = StatusReports(self)
+
+    async def _stop_status(self) -> None:
+        if self.status is not None:
+            await self.status.stop()
+            self.status = None
 
     def _start_policy_sync(self, config: AgentConfig) -> None:
         if config.upload is not None and config.takes_central_policy:
@@ -948,6 +968,10 @@ class Agent:
         if (config.upload, config.state_dir) != (old.upload, old.state_dir):
             await self._stop_policy_sync()
             self._start_policy_sync(config)
+        if config.upload is None:
+            await self._stop_status()
+        else:
+            self._start_status(config)
         self.jobs.reschedule()
         log.info("reloaded: %d names, build %s", lists.count, lists.build_id)
         return True
@@ -974,6 +998,8 @@ class Agent:
             self.store = ListStore(config.state_dir)
         self.config = config
         self._set_handler(self.pipeline.handler)
+        if self.status is not None:
+            self.status.served_changed()
         # Questions already upstream finish on the old pipeline, then its upstreams close.
         task = asyncio.get_running_loop().create_task(self._retire(old))
         self._retiring.add(task)
@@ -1129,6 +1155,7 @@ class Agent:
     async def stop(self, grace: float = 3.0) -> None:
         """Stop reading, answer what is in flight (up to ``grace`` seconds), close."""
         await self.jobs.stop()
+        await self._stop_status()
         await self._stop_monitor()
         await self._stop_uploader()
         await self._stop_policy_sync()

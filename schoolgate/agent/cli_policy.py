@@ -1,10 +1,11 @@
 """The policy commands of ``schoolgate-agent``: ``policy show`` and ``policy test``.
 
 ``show`` prints what every group gets in every category, outside and inside its schedules.
-``test`` is the school's annual filtering check: one probe name per category goes through the
-decision code the agent runs, for every group, and what happens is compared with what the
-configuration says should. Both read the actions from ``AgentConfig.group_actions`` and decide
-with ``Decider``: neither has a policy of its own. Described in docs/policy.md.
+``test`` is the school's annual filtering check (``policy_check``, which the running agent
+also reports to the collector): one probe name per category goes through the decision code the
+agent runs, for every group, and what happens is compared with what the configuration says
+should. Both read the actions from ``AgentConfig.group_actions``: neither has a policy of its
+own. Described in docs/policy.md.
 """
 
 from __future__ import annotations
@@ -17,22 +18,24 @@ import tempfile
 import textwrap
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from schoolgate.agent.app import client_identifier
 from schoolgate.agent.config import AgentConfig, GroupConfig
-from schoolgate.agent.dns.wire import name_labels, text_to_wire
 from schoolgate.agent.filter.compiled import CompiledLists
 from schoolgate.agent.filter.names import InvalidName, normalize
-from schoolgate.agent.policy.categories import LANGUAGES, TIER_ORDER, Category
-from schoolgate.agent.policy.clients import Group
-from schoolgate.agent.policy.decide import Decider
-from schoolgate.agent.policy.decision import Action, Decision
+from schoolgate.agent.policy.categories import LANGUAGES, Category
+from schoolgate.agent.policy.decision import Action
 from schoolgate.agent.policy.exceptions import ExceptionError, ExceptionStore, PolicyException
-from schoolgate.agent.policy.schedules import DAYS, DateRange, Schedule, Window, active_schedules
+from schoolgate.agent.policy.schedules import DAYS, DateRange, Schedule, Window
+from schoolgate.agent.policy_check import (
+    PolicyTest,
+    PolicyTestError,
+    categories_in_order,
+    check_choices,
+    policy_test,
+)
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # as cli.EXIT_CONFIG: a configuration or an argument that cannot be used
@@ -46,8 +49,6 @@ SHORT: Final = {
     Action.BLOCK_ALERT: "B+A",
 }
 LEGEND: Final = "actions: allow, BLOCK = block, alert = allow and alert, B+A = block and alert"
-# Strongest first, as the decider ranks the categories a name is in.
-_STRENGTH: Final = (Action.BLOCK_ALERT, Action.BLOCK, Action.ALERT, Action.ALLOW)
 
 OpenLists = Callable[[AgentConfig, Path], tuple[CompiledLists, bool]]
 
@@ -142,7 +143,7 @@ def show(config: AgentConfig, fmt: str, language: str = "en") -> int:
 
 def show_data(config: AgentConfig, language: str = "en") -> dict[str, Any]:
     """Everything ``policy show`` prints, as plain data (its JSON output)."""
-    ordered = _categories(config)
+    ordered = categories_in_order(config)
     return {
         "configuration": config.source,
         "timezone": str(config.timezone) if config.timezone else None,
@@ -209,7 +210,7 @@ def _show_group(config: AgentConfig, group: GroupConfig, language: str) -> None:
     width = max(len(label) for label, _ in fields) + 2
     for label, value in fields:
         _wrapped(f"{(label + ':').ljust(width)}{value}", indent=2, hang=width + 2)
-    ordered = _categories(config)
+    ordered = categories_in_order(config)
     used = _used_schedules(config, group)
     columns = {name: config.group_actions(group, frozenset({name})) for name in used}
     base = config.group_actions(group, frozenset())
@@ -273,11 +274,6 @@ def _action_values(
     return {c.id: actions[c.id].value for c in ordered}
 
 
-def _categories(config: AgentConfig) -> list[Category]:
-    """The categories by tier, the locked tier first; the taxonomy's order within a tier."""
-    return sorted(config.taxonomy, key=lambda c: TIER_ORDER[c.tier])
-
-
 def _schedule_data(s: Schedule) -> dict[str, Any]:
     return {
         "name": s.name,
@@ -322,52 +318,6 @@ def _date_range(r: DateRange) -> str:
 # policy test
 
 
-@dataclass(frozen=True)
-class Check:
-    """One group and category: what the configuration says and what the filter did."""
-
-    group: str
-    category: Category
-    expected: Action
-    probe: str = ""  # none for this category
-    site_probe: bool = False  # given with --probe rather than by the taxonomy
-    actual: Action | None = None  # None: the probe is not in the category in the lists
-    decided_by: str | None = None  # the category the decision names, if one of the taxonomy
-    rule: str = ""  # the decision's rule: "category", "allow list", "exception ...", ...
-    listed: bool = True  # the build has a list of this category with entries in it
-
-    @property
-    def result(self) -> str:
-        if not self.probe:
-            return "no probe"
-        if self.actual is self.expected:
-            return "ok"
-        if self.actual is not None and self.rule and not self.rule.startswith("category"):
-            # An allow or deny entry or an exception decided it: the school's own choice,
-            # reported, not a filter that fails to do what it was told.
-            return "override"
-        return "mismatch"
-
-    @property
-    def hidden(self) -> bool:
-        # A locked category's names come from a confidential list: reports never quote them.
-        return bool(self.probe) and self.category.locked
-
-    @property
-    def note(self) -> str:
-        if not self.probe:
-            return ""
-        if self.actual is None and not self.listed:
-            return "no list of this category"
-        if self.actual is None:
-            return "not in the category's lists"
-        if not self.rule.startswith("category"):
-            return self.rule
-        if self.decided_by != self.category.id:
-            return f"via {self.decided_by}, which comes first"
-        return ""
-
-
 def test(
     config: AgentConfig,
     open_lists: OpenLists,
@@ -378,110 +328,34 @@ def test(
     probes: Sequence[tuple[str, str]] = (),
     strict: bool = False,
 ) -> int:
-    names = [g.name for g in config.groups]
-    unknown = [g for g in groups if g not in names]
-    if unknown:
-        print(f"no group {unknown[0]!r}; the groups are {', '.join(names)}", file=sys.stderr)
+    try:
+        # Before the lists are opened, which may mean compiling them.
+        check_choices(config, groups, probes)
+    except PolicyTestError as exc:
+        print(exc, file=sys.stderr)
         return EXIT_USAGE
-    chosen = [g for g in config.groups if not groups or g.name in groups]
-    site = dict(probes)
-    for category in site:
-        if category not in config.taxonomy:
-            known = ", ".join(c.id for c in _categories(config))
-            print(f"--probe: no category {category!r}; known: {known}", file=sys.stderr)
-            return EXIT_USAGE
     moment = at or config.local_now()
-    active = active_schedules(config.schedules, moment)
     exceptions = exceptions_at(config, moment, exact=at is not None)
-    # Groups are taken by name, not found from an address, so devices are not read.
-    clients = client_identifier(config, {}, active, exceptions)
-    ordered = _categories(config)
     with tempfile.TemporaryDirectory(prefix="schoolgate-policy-test-") as scratch:
         lists, fresh = open_lists(config, Path(scratch))
         try:
-            decider = Decider(lists, config.taxonomy)
-            served = {s.category for s in lists.sources if s.entries}
-            checks = [
-                _check(config, decider, clients.groups[g.name], g, c, active, site, served)
-                for g in chosen
-                for c in ordered
-            ]
-            build = {"build": lists.build_id, "names": lists.count, "in_service": not fresh}
+            result = policy_test(
+                config,
+                lists,
+                moment=moment,
+                exceptions=exceptions,
+                in_service=not fresh,
+                groups=groups,
+                probes=probes,
+                strict=strict,
+            )
         finally:
             lists.close()
-    without = [c.id for c in ordered if not site.get(c.id, c.probe)]
-    mismatches = sum(1 for c in checks if c.result == "mismatch")
-    passed = not mismatches and not (strict and without)
-    summary = {
-        "checks": sum(1 for c in checks if c.probe),
-        "mismatches": mismatches,
-        "overrides": sum(1 for c in checks if c.result == "override"),
-        "without_probe": without,
-        "strict": strict,
-        "passed": passed,
-    }
-    context = {
-        "at": f"{moment:%Y-%m-%d %H:%M}",
-        "timezone": str(config.timezone) if config.timezone else None,
-        "schedules_on": [s.name for s in config.schedules if s.name in active],
-        "exceptions": len(exceptions),
-        "lists": build,
-    }
     if fmt == "json":
-        data = {**context, "results": [_check_data(c) for c in checks], "summary": summary}
-        print(json.dumps(data, indent=2, ensure_ascii=False))
+        print(json.dumps(result.data(), indent=2, ensure_ascii=False))
     else:
-        _print_test(config, chosen, checks, context, summary)
-    return EXIT_OK if passed else EXIT_MISMATCH
-
-
-def _check(
-    config: AgentConfig,
-    decider: Decider,
-    group: Group,
-    configured: GroupConfig,
-    category: Category,
-    active: frozenset[str],
-    site: dict[str, str],
-    served: set[str],
-) -> Check:
-    expected = config.group_actions(configured, active)[category.id]
-    probe = site.get(category.id, category.probe)
-    if not probe:
-        return Check(configured.name, category, expected)
-    wire = text_to_wire(probe)
-    decision = decider.explain(group, wire, name_labels(wire))
-    hit = _counts(config, group.actions, decision, category)
-    return Check(
-        configured.name,
-        category,
-        expected,
-        probe,
-        site_probe=category.id in site,
-        actual=decision.action if hit else None,
-        decided_by=decision.category if decision.category in config.taxonomy else None,
-        rule=decision.rule,
-        listed=category.id in served,
-    )
-
-
-def _counts(
-    config: AgentConfig, actions: Mapping[str, Action], decision: Decision, category: Category
-) -> bool:
-    """Whether the decision is about the probed category: made for it, for a category that
-    comes before it (a probe may be in several lists, and the strongest action wins), or by
-    an allow or deny entry or an exception, which come before every category."""
-    found = decision.category
-    if found == category.id:
-        return True
-    if found is None or found not in config.taxonomy:
-        return decision.entry is not None and not decision.rule.startswith("category")
-    other = config.taxonomy[found]
-
-    def rank(c: Category) -> tuple[int, int]:
-        return (_STRENGTH.index(actions.get(c.id, Action.BLOCK)), TIER_ORDER[c.tier])
-
-    return rank(other) <= rank(category)
+        _print_test(config, result)
+    return EXIT_OK if result.passed else EXIT_MISMATCH
 
 
 def exceptions_at(config: AgentConfig, moment: dt.datetime, exact: bool) -> list[PolicyException]:
@@ -495,29 +369,8 @@ def exceptions_at(config: AgentConfig, moment: dt.datetime, exact: bool) -> list
         return []
 
 
-def _check_data(c: Check) -> dict[str, Any]:
-    return {
-        "group": c.group,
-        "category": c.category.id,
-        "tier": c.category.tier.value,
-        "probe": None if c.hidden else c.probe or None,
-        "site_probe": c.site_probe,
-        "expected": c.expected.value,
-        "actual": c.actual.value if c.actual else None,
-        "decided_by": c.decided_by,
-        "rule": c.rule or None,
-        "result": c.result,
-        "note": c.note,
-    }
-
-
-def _print_test(
-    config: AgentConfig,
-    chosen: list[GroupConfig],
-    checks: list[Check],
-    context: dict[str, Any],
-    summary: dict[str, Any],
-) -> None:
+def _print_test(config: AgentConfig, result: PolicyTest) -> None:
+    context, summary, checks = result.context, result.summary, result.checks
     zone = context["timezone"] or "the machine's own time zone"
     on = ", ".join(context["schedules_on"]) or "none"
     build = context["lists"]
@@ -527,7 +380,7 @@ def _print_test(
     print(f"exceptions: {context['exceptions']} in force")
     print(LEGEND)
     strict = summary["strict"]
-    for g in chosen:
+    for g in result.groups:
         print()
         mine = [n for n in _used_schedules(config, g) if n in context["schedules_on"]]
         changed = f"; as while {', '.join(mine)} is on" if mine else ""

@@ -52,6 +52,7 @@ class CollectorSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     timeout: float = UploadSettings.timeout
     policy: bool = UploadSettings.policy
     policy_interval: float = UploadSettings.policy_interval
+    heartbeat_interval: float = UploadSettings.heartbeat_interval
 
 
 class MetricsSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -159,6 +160,7 @@ def upload_settings(
         ("spool_max_days", 0.01, 3_650),
         ("timeout", 1, 600),
         ("policy_interval", 10, 3_600),
+        ("heartbeat_interval", 1, 3_600),
     ):
         value = getattr(section, key)
         if not low <= value <= high or (isinstance(value, float) and not math.isfinite(value)):
@@ -175,6 +177,7 @@ def upload_settings(
         timeout=section.timeout,
         policy=section.policy,
         policy_interval=section.policy_interval,
+        heartbeat_interval=section.heartbeat_interval,
     )
 
 

@@ -21,6 +21,9 @@
   bytes through each watched interface, and the top talkers.
 * ``activity-counts``: every minute, find the oldest stored event (in a thread), for the
   metrics; the number stored is counted after each prune and kept up to date between.
+* ``status-heartbeat`` and ``status-policy-test``, with a collector only: the agent's status
+  events (``status_events``), a heartbeat at once and every ``collector.heartbeat_interval``
+  seconds, the policy test of what is in service at once and daily.
 
 Jobs only ever start work in the list worker process or read a few bytes of metadata: nothing
 here blocks the DNS event loop.
@@ -62,6 +65,9 @@ POLICY_TICK: Final = 1.0  # a schedule boundary or a new exception takes effect 
 RETRY_FIRST: Final = 900.0
 _LAUNCH_JITTER_CAP: Final = 300.0
 _FRESH_JITTER_CAP: Final = 25.0
+HEARTBEAT_JOB: Final = "status-heartbeat"
+POLICY_TEST_JOB: Final = "status-policy-test"
+POLICY_TEST_INTERVAL: Final = 86_400.0  # at least daily, whether anything changed or not
 
 
 def retry_delay(failures: int, interval: float) -> float:
@@ -99,16 +105,21 @@ class Jobs:
         seconds: float,
         job_id: str,
         first_in: float | None = None,
+        late: bool = False,
     ) -> None:
         """Run ``job`` every ``seconds`` (the first time after ``first_in`` seconds, if given),
-        replacing a job of the same id; a run that would overlap the last one is skipped."""
+        replacing a job of the same id; a run that would overlap the last one is skipped. A
+        run the loop was too busy to start on time is skipped too, unless ``late``: then it
+        runs late (once, however many were missed)."""
         if self.scheduler is None:
             return
-        first = (
+        first: dict[str, object] = (
             {}
             if first_in is None
             else {"next_run_time": datetime.now(UTC) + timedelta(seconds=first_in)}
         )
+        if late:
+            first["misfire_grace_time"] = max(1, int(seconds))
         self.scheduler.add_job(
             job,
             IntervalTrigger(seconds=seconds, timezone=UTC),
@@ -129,6 +140,25 @@ class Jobs:
         elif scheduler.get_job("monitor-bandwidth") is not None:
             scheduler.remove_job("monitor-bandwidth")
 
+    def _schedule_status(self) -> None:
+        """The status jobs while the agent has a collector. Kept as they are across reloads
+        that do not change the heartbeat's interval: a reload is no reason to beat at once."""
+        scheduler = self.scheduler
+        if scheduler is None:
+            return
+        status = self.agent.status
+        if status is None:
+            for job_id in (HEARTBEAT_JOB, POLICY_TEST_JOB):
+                if scheduler.get_job(job_id) is not None:
+                    scheduler.remove_job(job_id)
+            return
+        beat = scheduler.get_job(HEARTBEAT_JOB)
+        if beat is None or beat.trigger.interval != timedelta(seconds=status.every):
+            first = 0.0 if beat is None else None  # the first soon after start
+            self._every(status.heartbeat, status.every, HEARTBEAT_JOB, first, late=True)
+        if scheduler.get_job(POLICY_TEST_JOB) is None:
+            self._every(status.policy_test, POLICY_TEST_INTERVAL, POLICY_TEST_JOB, 0.0, late=True)
+
     async def _bandwidth(self) -> None:
         monitor = self.agent.monitor
         if monitor is not None:
@@ -145,6 +175,7 @@ class Jobs:
         self._every(self.agent.refresh_devices, self.agent.config.identity.refresh, "identity")
         self._schedule_bandwidth()
         self._every(self.agent.policy_tick, POLICY_TICK, "policy")
+        self._schedule_status()
         config = self.agent.config
         if not config.updates.enabled or not config.remote_lists:
             return

@@ -739,6 +739,14 @@ _LIST = '[[lists]]\nname = "{name}"\ncategory = "{category}"\npath = "x.txt"\n'
             "must be from 1 to 50000",
             id="collector-batch-events",
         ),
+        pytest.param(
+            '[collector]\nurl = "https://c.example"\nsite = "north"\ntoken_file = "x.txt"\n'
+            "heartbeat_interval = 0.5",
+            "collector.heartbeat_interval",
+            0.5,
+            "must be from 1 to 3600",
+            id="collector-heartbeat-interval",
+        ),
     ],
 )
 def test_errors_name_file_key_value_and_reason(

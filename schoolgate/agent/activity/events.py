@@ -3,9 +3,10 @@
 The kinds are those of the design: ``dns`` (a query and what the filter did), ``alert`` (a
 safeguarding alert or repeated attempts), ``device`` (a new or unapproved device), ``bypass``
 (a lookup of, or traffic to, a way around the filter), ``bandwidth`` (interface and top-talker
-figures) and ``status`` (the agent about itself: drops, restarts). Each carries the time in UTC
-and the device as the agent knew it then; a ``dns`` event fills the query fields, the others
-put what is particular to them in ``data``.
+figures) and ``status`` (the agent about itself: heartbeats, the policy test of what it
+serves, events it gave up on; see ``status_events``). Each carries the time in UTC and the
+device as the agent knew it then; a ``dns`` event fills the query fields, the others put what
+is particular to them in ``data``.
 """
 
 from __future__ import annotations

@@ -42,3 +42,6 @@ class UploadSettings:
     # this often (an exception granted there reaches the agent within this time).
     policy: bool = True
     policy_interval: float = 60.0
+    # Seconds between the agent's heartbeats (status events saying how it is): the collector
+    # counts an agent silent for a few of these as not reporting.
+    heartbeat_interval: float = 300.0

@@ -72,12 +72,18 @@ class UploadCounters:
 
 class Uploader:
     def __init__(
-        self, settings: UploadSettings, store: ActivityStore, buffer: EventBuffer[object]
+        self,
+        settings: UploadSettings,
+        store: ActivityStore,
+        buffer: EventBuffer[object],
+        counters: UploadCounters | None = None,
     ) -> None:
         self.settings = settings
         self.spool = Spool(store, settings.site)
         self.buffer = buffer
-        self.counters = UploadCounters()
+        # Given by the agent, which keeps them across the uploader's restarts on a reload:
+        # they are counters for as long as the process lives (metrics, heartbeats).
+        self.counters = counters if counters is not None else UploadCounters()
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
         self._failures = 0
@@ -216,12 +222,18 @@ class Uploader:
             )
         return pause
 
+    async def count_waiting(self) -> int:
+        """Count the events not yet shipped (in a thread: it reads the store) and keep the
+        figures in the counters; how many there are."""
+        waiting, oldest = await asyncio.to_thread(self.spool.waiting)
+        self.counters.waiting, self.counters.oldest_waiting = waiting, oldest
+        return waiting
+
     async def _enforce(self) -> None:
         s = self.settings
         limits = SpoolLimits(s.spool_max_events, s.spool_max_days * 86_400)
         dropped = await asyncio.to_thread(self.spool.enforce, limits)
-        waiting, oldest = await asyncio.to_thread(self.spool.waiting)
-        self.counters.waiting, self.counters.oldest_waiting = waiting, oldest
+        await self.count_waiting()
         if not dropped.total:
             return
         self.counters.events_dropped += dropped.total

@@ -4,6 +4,7 @@ to the collector in between."""
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,9 @@ from sqlalchemy import select
 
 from schoolgate.agent.activity.events import Event as AgentEvent
 from schoolgate.agent.activity.events import EventKind
+from schoolgate.agent.activity.store import ActivityStore, EventFilter
 from schoolgate.agent.collector_http import backoff, retry_after
+from schoolgate.event_batch import data_limit
 from schoolgate.server.db import migrate
 from schoolgate.server.db.engine import open_engine
 from schoolgate.server.db.schema import Event
@@ -63,9 +66,22 @@ def ask(agent: AgentThread, name: str) -> None:
 
 
 def arrived(collector: CollectorThread) -> list[tuple[int, str]]:
+    """The queries that reached the collector (the agent's status events go there too)."""
     t = Event.__table__
+    query = select(t.c.seq, t.c.name).where(t.c.kind == "dns").order_by(t.c.seq)
     with collector.repo.engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(select(t.c.seq, t.c.name).order_by(t.c.seq))]
+        return [tuple(r) for r in conn.execute(query)]
+
+
+def seq_of(agent: AgentThread, **where: object) -> int:
+    """The sequence number of the one event of the agent's log that matches."""
+    assert agent.agent is not None
+    store = ActivityStore(agent.agent.config.state_dir)
+    try:
+        (found,) = store.search(EventFilter(**where))  # type: ignore[arg-type]
+    finally:
+        store.close()
+    return found.seq
 
 
 def test_every_query_reaches_the_collector_once(
@@ -138,7 +154,8 @@ def test_a_batch_refused_as_malformed_is_quarantined_and_the_rest_go_on(
     assert agent.agent is not None and agent.agent.uploader is not None
     spool = agent.agent.uploader.spool
     ((_, first, last, count, reason),) = spool.quarantined()
-    assert (first, last, count) == (2, 2, 1) and reason.startswith("HTTP 400")
+    refused = seq_of(agent, name="refused.example.org")
+    assert (first, last, count) == (refused, refused, 1) and reason.startswith("HTTP 400")
 
 
 def test_one_bad_event_is_quarantined_alone_and_those_around_it_arrive(
@@ -152,10 +169,11 @@ def test_one_bad_event_is_quarantined_alone_and_those_around_it_arrive(
     after = [f"after{i}.example.org" for i in range(10)]
     for name in before:
         ask(agent, name)
-    # An event the collector refuses (its data is over the batch format's 4 KiB): one a
-    # faulty agent might make, in the middle of the others.
+    # An event the collector refuses (its data is over the batch format's limit for its
+    # kind): one a faulty agent might make, in the middle of the others.
+    oversized = {"x": "y" * (data_limit(EventKind.STATUS) + 1)}
     agent.agent.activity.buffer.append(
-        AgentEvent(kind=EventKind.STATUS, time=time.time(), action="test", data={"x": "y" * 5000})
+        AgentEvent(kind=EventKind.STATUS, time=time.time(), action="test", data=oversized)
     )
     for name in after:
         ask(agent, name)
@@ -165,7 +183,8 @@ def test_one_bad_event_is_quarantined_alone_and_those_around_it_arrive(
         ["first.example.org", *before, *after]
     )
     ((_, first, last, count, reason),) = spool.quarantined()
-    assert first == last == 12 and count == 1 and reason.startswith("HTTP 400")
+    bad = seq_of(agent, kinds=(EventKind.STATUS,), action="test")
+    assert first == last == bad and count == 1 and reason.startswith("HTTP 400")
 
 
 def test_a_wrong_url_or_proxy_answer_is_retried_not_quarantined(
@@ -218,17 +237,25 @@ def test_a_full_spool_gives_up_on_the_oldest_and_says_so(
         "[collector]", "[collector]\nspool_max_events = 1000"
     )
     agent = make_agent(config)
-    # The newest 1,000 arrive, and a status event saying 100 were given up on.
-    assert wait_for(lambda: len(arrived(collector)) >= 1_001, timeout=60)
-    got = arrived(collector)
-    assert sorted(name for _, name in got if name) == sorted(names[100:])
+    # The newest 1,000 are kept, and a status event says how many were given up on: the 100
+    # over the limit, and as many more as the agent's own first status events (a heartbeat, a
+    # policy test) if they were written before the spool was first looked at.
     t = Event.__table__
-    with collector.repo.engine.connect() as conn:
-        status = conn.execute(select(t.c.action, t.c.data).where(t.c.kind == "status")).one()
-    assert status.action == "spool-dropped"
-    assert '"events":100' in status.data and '"too_many":100' in status.data
+
+    def reports() -> list[dict[str, int]]:
+        query = select(t.c.data).where(t.c.kind == "status", t.c.action == "spool-dropped")
+        with collector.repo.engine.connect() as conn:
+            return [json.loads(data) for (data,) in conn.execute(query)]
+
+    assert wait_for(lambda: len(reports()) == 1, timeout=60)
+    (report,) = reports()
+    gone = report["too_many"]
+    assert report["events"] == gone and 100 <= gone <= 102
+    assert wait_for(lambda: len(arrived(collector)) >= len(names) - gone, timeout=60)
+    got = arrived(collector)
+    assert sorted(name for _, name in got) == sorted(names[gone:])
     assert agent.agent is not None and agent.agent.uploader is not None
-    assert agent.agent.uploader.counters.events_dropped == 100
+    assert agent.agent.uploader.counters.events_dropped == gone
 
 
 def test_retry_after_and_backoff() -> None:
