@@ -7,6 +7,7 @@
     schoolgate-collector run [--config FILE] [--listen ADDR:PORT]
     schoolgate-collector policy|exception|request ...   the central policy (see cli_policy)
     schoolgate-collector user add|list|disable|token ... who signs in (see cli_users)
+    schoolgate-collector notify log|test ...            alert notifications (see cli_notify)
 
 Without ``--config`` every setting is its default: SQLite under the user's state directory
 and the API on 127.0.0.1:8480.
@@ -31,13 +32,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from schoolgate import __version__
 from schoolgate.agent.config import ConfigError, parse_address
-from schoolgate.server import cli_policy, cli_users
+from schoolgate.server import cli_notify, cli_policy, cli_users
 from schoolgate.server.app import create_app
 from schoolgate.server.db import migrate
 from schoolgate.server.db.engine import DatabaseUrlError, open_engine
 from schoolgate.server.metrics import CollectorMetrics
+from schoolgate.server.notify.service import Notifier
 from schoolgate.server.repository import SiteExists, SqlRepository
-from schoolgate.server.settings import CollectorSettings, load
+from schoolgate.server.settings import CollectorSettings, load, local_zone
 
 log = logging.getLogger("schoolgate.server")
 
@@ -136,6 +138,35 @@ def _retention(repo: SqlRepository, settings: CollectorSettings) -> None:
         log.info("retention: removed %d %s", gone, "days" if repo.partitions else "events")
 
 
+def _notifications(
+    scheduler: BackgroundScheduler,
+    repo: SqlRepository,
+    settings: CollectorSettings,
+    metrics: CollectorMetrics,
+) -> None:
+    """The alert notifications' job, with a [notify] section: its first run at once (it
+    sends what waited while the collector was down), then every ``interval_seconds``."""
+    notify = settings.notify
+    if notify is None:
+        return
+    zone = settings.timezone or local_zone()
+    notifier = Notifier(repo.engine, notify, zone, settings.retention_seconds, metrics)
+    log.info("notifications: %s", notify.summary())
+    known = {site.name for site in repo.sites()}
+    for name in sorted({n for r in notify.recipients for n in r.sites} - known - {"*"}):
+        log.warning("notify.recipients names %s, which is not a registered site", name)
+    scheduler.add_job(
+        notifier.run_logged,
+        "interval",
+        seconds=notify.interval_seconds,
+        id="notify",
+        next_run_time=datetime.now(UTC),
+        # A run slowed by a mail server that does not answer is not run twice at once.
+        max_instances=1,
+        coalesce=True,
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with _opened(settings) as repo:
@@ -152,6 +183,7 @@ def _serve(repo: SqlRepository, settings: CollectorSettings) -> int:
     scheduler.add_job(
         _retention, "interval", seconds=_RETENTION_EVERY, args=(repo, settings), id="retention"
     )
+    _notifications(scheduler, repo, settings, metrics)
     scheduler.start()
     host, port = settings.listen
     log.info(
@@ -205,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli_policy.add_commands(commands, with_config, _on_store)
     cli_users.add_commands(commands, with_config, _on_store)
+    cli_notify.add_commands(commands, with_config, _on_store)
     return parser
 
 

@@ -1,7 +1,7 @@
 """The collector's Prometheus metrics, served on ``/metrics`` of its own HTTP port.
 
-Labels come from bounded sets only: an outcome, or a site's configured name (a district has
-tens or hundreds of sites, each registered by hand).
+Labels come from bounded sets only: an outcome, a notification channel or message kind, or a
+site's configured name (a district has tens or hundreds of sites, each registered by hand).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
@@ -17,6 +17,9 @@ from schoolgate import __version__
 
 BATCH_OUTCOMES = ("accepted", "replayed", "rejected", "unauthorized", "failed")
 EVENT_OUTCOMES = ("inserted", "duplicate", "expired", "rejected")
+NOTIFY_CHANNELS = ("email", "webhook")
+NOTIFY_KINDS = ("immediate", "digest")
+NOTIFY_OUTCOMES = ("sent", "failed", "cancelled")
 _INSERT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -71,6 +74,47 @@ class CollectorMetrics:
         self.event = {o: self.events.labels(o) for o in EVENT_OUTCOMES}
         self.sites = _Sites()
         self.registry.register(self.sites)
+        self._notify_metrics()
+
+    def _notify_metrics(self) -> None:
+        """Alert notifications (``schoolgate.server.notify``); at zero without ``[notify]``."""
+        messages = Counter(
+            "schoolgate_collector_notify_messages",
+            "Notification messages delivered, failed (retried later) or cancelled, by channel "
+            "and kind.",
+            ["channel", "kind", "outcome"],
+            registry=self.registry,
+        )
+        alerts = Counter(
+            "schoolgate_collector_notify_alerts",
+            "Alerts taken in for notification, by channel and the kind of message they go in.",
+            ["channel", "kind"],
+            registry=self.registry,
+        )
+        held = Counter(
+            "schoolgate_collector_notify_alerts_held",
+            "Alerts kept from immediate messages by the per-school daily cap (they go in the "
+            "digest).",
+            ["channel"],
+            registry=self.registry,
+        )
+        pending = Gauge(
+            "schoolgate_collector_notify_pending_messages",
+            "Notification messages not yet delivered (waiting for a retry, or due now).",
+            ["channel"],
+            registry=self.registry,
+        )
+        self.notify_messages = {
+            (c, k, o): messages.labels(c, k, o)
+            for c in NOTIFY_CHANNELS
+            for k in NOTIFY_KINDS
+            for o in NOTIFY_OUTCOMES
+        }
+        self.notify_alerts = {
+            (c, k): alerts.labels(c, k) for c in NOTIFY_CHANNELS for k in NOTIFY_KINDS
+        }
+        self.notify_held = {c: held.labels(c) for c in NOTIFY_CHANNELS}
+        self.notify_pending = {c: pending.labels(c) for c in NOTIFY_CHANNELS}
 
     def seen(self, site: str, when: float | None = None) -> None:
         self.sites.last_seen[site] = time.time() if when is None else when

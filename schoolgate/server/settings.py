@@ -21,7 +21,31 @@ session_hours = 12             # how long a sign-in lasts
 max_export_rows = 1000000      # the most rows one CSV export holds
 timezone = "Europe/London"     # the zone the admin pages show times in (default: the machine's)
 allow_plain_http = false       # sign-in over plain HTTP other than to localhost (closed networks)
+
+[notify]                       # alert notifications; without this section nothing is sent
+immediate = ["critical", "high"]   # severities sent at once; the rest go in the daily digest
+digest_at = "07:30"            # the digest's time of day, in admin.timezone
+max_immediate_per_day = 10     # per school and channel; beyond it alerts wait for the digest
+admin_url = "https://collector.district.example"   # for links to the alert inbox
+
+[notify.smtp]
+host = "smtp.district.example"
+username = "schoolgate"
+password_file = "/etc/schoolgate/smtp.password"   # the password is never in this file
+sender = "schoolgate@district.example"
+
+[notify.webhook]
+url = "https://hooks.district.example/schoolgate"
+secret_file = "/etc/schoolgate/webhook.secret"    # the HMAC key every post is signed with
+
+[[notify.recipients]]
+sites = ["*"]                  # or school names
+email = ["safeguarding@district.example"]
+webhook = true
 ```
+
+Every ``[notify]`` key and what a message says: ``docs/notifications.md``
+(``schoolgate.server.notify.settings`` checks the section).
 
 Without a file, ``run`` serves on 127.0.0.1:8480 with SQLite under the user's state directory:
 the embedded default the quick start uses.
@@ -42,6 +66,7 @@ import msgspec
 from schoolgate.agent.config import ConfigError, parse_address, user_state_dir
 from schoolgate.event_batch import BatchLimits
 from schoolgate.server.db.engine import DatabaseUrlError, database_url
+from schoolgate.server.notify.settings import NotifySection, NotifySettings, resolve
 
 DEFAULT_LISTEN = "127.0.0.1:8480"
 
@@ -82,6 +107,7 @@ class _Raw(_Section):
     ingest: IngestSection = msgspec.field(default_factory=IngestSection)
     retention: RetentionSection = msgspec.field(default_factory=RetentionSection)
     admin: AdminSection = msgspec.field(default_factory=AdminSection)
+    notify: NotifySection | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +122,7 @@ class CollectorSettings:
     max_export_rows: int = 1_000_000
     timezone: ZoneInfo | None = None  # None: the machine's own
     allow_plain_http: bool = False
+    notify: NotifySettings | None = None  # None: no [notify] section, nothing is sent
 
     @property
     def retention_seconds(self) -> float:
@@ -153,6 +180,7 @@ def parse(text: str, shown: str, base: Path) -> CollectorSettings:
         max_export_rows=raw.admin.max_export_rows,
         timezone=_timezone(shown, raw.admin.timezone),
         allow_plain_http=raw.admin.allow_plain_http,
+        notify=resolve(raw.notify, shown, base),
     )
 
 

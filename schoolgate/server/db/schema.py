@@ -391,8 +391,9 @@ class AgentStatus(Base):
 
 
 class NotifyCursor(Base):
-    """How far the notifier has got, by name: ``intake``, the arrival time (``received``) of
-    the newest alert taken in; ``digest``, when the last daily digest was made."""
+    """How far the notifier has got, by name: ``intake``, alerts that arrived (``received``)
+    after this are looked at (the newest taken in, less a margin for batches that commit
+    late); ``digest``, when the last daily digest was made."""
 
     __tablename__ = "notify_cursors"
 
