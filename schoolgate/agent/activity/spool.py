@@ -25,6 +25,7 @@ import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from schoolgate.agent.activity.store import (
     ActivityStore,
@@ -211,9 +212,15 @@ def _count(conn: Connection, after: int, through: int) -> int:
 
 
 def _state(conn: Connection) -> tuple[str, int]:
-    row = conn.execute(select(_upload_state.c.store_id, _upload_state.c.sent_through)).first()
+    query = select(_upload_state.c.store_id, _upload_state.c.sent_through)
+    row = conn.execute(query).first()
     if row is None:
-        store_id = uuid.uuid4().hex
-        conn.execute(insert(_upload_state).values(id=1, store_id=store_id, sent_through=0))
-        return store_id, 0
+        # Two callers may find no row at once (the uploader and the heartbeat counting what
+        # waits, at start): the second one's insert gives way, and both read the one row.
+        conn.execute(
+            sqlite_insert(_upload_state)
+            .values(id=1, store_id=uuid.uuid4().hex, sent_through=0)
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
+        row = conn.execute(query).one()
     return str(row.store_id), int(row.sent_through)
