@@ -21,7 +21,15 @@ from schoolgate.server.params import Params
 from schoolgate.server.rollups import day_of, hour_of
 from schoolgate.server.web import _charts
 from schoolgate.server.web._context import WebContext
-from schoolgate.server.web.overview import DAY, PERIODS, by_local_day, local_days, share
+from schoolgate.server.web._labels import N_
+from schoolgate.server.web.overview import (
+    DAY,
+    PERIODS,
+    by_local_day,
+    day_chart,
+    local_days,
+    share,
+)
 
 CATEGORY: Final = "genai"
 DEVICES: Final = 50
@@ -65,23 +73,12 @@ class AiUsePage:
                 }
                 for d in found
             ]
-        chart = _charts.bars(
-            [
-                _charts.Bar(
-                    label=t.short_day(start),
-                    total=sums.get("queries", 0),
-                    part=sums.get("blocked", 0),
-                    title=t.gettext(
-                        "%(day)s: %(queries)s lookups of AI tools, %(blocked)s blocked",
-                        day=t.day(start),
-                        queries=t.number(sums.get("queries", 0)),
-                        blocked=t.number(sums.get("blocked", 0)),
-                    ),
-                )
-                for start, sums in daily
-            ],
+        chart = day_chart(
+            t,
+            daily,
             t.gettext("Lookups of AI tools a day, the blocked part darker"),
             t.gettext("No lookups of AI tools in this period."),
+            N_("%(day)s: %(queries)s lookups of AI tools, %(blocked)s blocked"),
         )
         return ctx.render.page(
             request,

@@ -15,6 +15,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -26,6 +27,7 @@ from schoolgate.server.rollups import day_of, hour_of
 from schoolgate.server.web import _charts
 from schoolgate.server.web._context import WebContext
 from schoolgate.server.web._i18n import Translator
+from schoolgate.server.web._labels import N_
 
 PERIODS: Final = ("7", "30", "90")
 DAY: Final = 86_400.0
@@ -91,6 +93,35 @@ def agent_health(health: AgentHealth | None, last_seen: float | None, now: float
     }
 
 
+def day_chart(
+    t: Translator,
+    daily: list[tuple[float, dict[str, int]]],
+    caption: str,
+    empty: str,
+    bar_title: str,
+) -> Markup:
+    """Days as bars (``by_local_day``'s), queries with the blocked part darker; ``bar_title``
+    is the untranslated message of each bar's title, with ``day``, ``queries``, ``blocked``."""
+    return _charts.bars(
+        [
+            _charts.Bar(
+                label=t.short_day(start),
+                total=sums.get("queries", 0),
+                part=sums.get("blocked", 0),
+                title=t.gettext(
+                    bar_title,
+                    day=t.day(start),
+                    queries=t.number(sums.get("queries", 0)),
+                    blocked=t.number(sums.get("blocked", 0)),
+                ),
+            )
+            for start, sums in daily
+        ],
+        caption,
+        empty,
+    )
+
+
 def share(part: int, whole: int) -> float:
     return part / whole if whole else 0.0
 
@@ -140,23 +171,13 @@ class OverviewPage:
         health = await ctx.run(ctx.agents.health, scope.ids)
         queries = sum(d.get("queries", 0) for _, d in daily)
         blocked = sum(d.get("blocked", 0) for _, d in daily)
-        chart = _charts.bars(
-            [
-                _charts.Bar(
-                    label=t.short_day(start),
-                    total=sums.get("queries", 0),
-                    part=sums.get("blocked", 0),
-                    title=t.gettext(
-                        "%(day)s: %(queries)s queries, %(blocked)s blocked",
-                        day=t.day(start),
-                        queries=t.number(sums.get("queries", 0)),
-                        blocked=t.number(sums.get("blocked", 0)),
-                    ),
-                )
-                for start, sums in daily
-            ],
+        chart = day_chart(
+            t,
+            daily,
             t.gettext("DNS queries a day, the blocked part darker"),
             t.gettext("No queries in this period."),
+            # Not a gettext call: the message is looked up per day by day_chart.
+            N_("%(day)s: %(queries)s queries, %(blocked)s blocked"),
         )
         top_categories = [
             {
