@@ -20,20 +20,18 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, and_, func, select
+from sqlalchemy import Engine, Table, func, select
 
-from schoolgate.agent.activity.events import EventKind
 from schoolgate.server.agent_status import AgentStatuses
 from schoolgate.server.csv_export import cell, iso
-from schoolgate.server.db.schema import AlertReview, CentralException, Event, UnblockRequest
+from schoolgate.server.db.schema import CentralException, UnblockRequest
 from schoolgate.server.indicators import SchoolIndicators, school_indicators
 from schoolgate.server.policies import GrantedException, PolicyStore, Revision
 from schoolgate.server.policy_matrix import Matrix, changes, school_matrix, test_rows
 from schoolgate.server.queries import EventQueries
+from schoolgate.server.reviews import Reviews
 from schoolgate.server.rollups import HOUR
 
-_events = cast(Table, Event.__table__)
-_reviews = cast(Table, AlertReview.__table__)
 _exceptions = cast(Table, CentralException.__table__)
 _requests = cast(Table, UnblockRequest.__table__)
 CSV_COLUMNS = ("section", "item", "group", "category", "value", "detail")
@@ -59,43 +57,6 @@ class Review:
     @property
     def test_results(self) -> list[dict[str, Any]]:
         return test_rows(self.test, ("ok", "mismatch", "override", "no probe"))
-
-
-def _alerts(engine: Engine, site_id: int, since: float, until: float) -> list[dict[str, Any]]:
-    e, r = _events.c, _reviews.c
-    joined = _events.outerjoin(
-        _reviews, and_(r.site_id == e.site_id, r.seq == e.seq, r.time == e.time)
-    )
-    query = (
-        select(
-            e.category,
-            e.severity,
-            func.count().label("alerts"),
-            func.count(r.outcome).label("acknowledged"),
-        )
-        .select_from(joined)
-        .where(
-            e.site_id == site_id,
-            e.kind == EventKind.ALERT.value,
-            e.time >= since,
-            e.time < until,
-        )
-        .group_by(e.category, e.severity)
-        .order_by(func.count().desc(), e.category)
-    )
-    with engine.connect() as conn:
-        return [dict(row) for row in conn.execute(query).mappings()]
-
-
-def _outcomes(engine: Engine, site_id: int, since: float, until: float) -> dict[str, int]:
-    r = _reviews.c
-    query = (
-        select(r.outcome, func.count())
-        .where(r.site_id == site_id, r.time >= since, r.time < until)
-        .group_by(r.outcome)
-    )
-    with engine.connect() as conn:
-        return {outcome: int(n) for outcome, n in conn.execute(query)}
 
 
 def _granted(engine: Engine, site_id: int, since: float, until: float) -> list[GrantedException]:
@@ -144,6 +105,7 @@ def gather(
 ) -> Review:
     """The review of ``site`` (a row of ``EventQueries.sites``) from ``since`` to ``until``."""
     engine = queries.engine
+    reviews = Reviews(engine)
     site_id = site["id"]
     totals = queries.totals([site_id], since - since % HOUR, until, ())
     health = AgentStatuses(engine).health([site_id]).get(site_id)
@@ -159,8 +121,8 @@ def gather(
         changes=[c for c in changes(policies, site_id, since) if c.created < until],
         exceptions=_granted(engine, site_id, since, until),
         requests=_decided(engine, site_id, since, until),
-        alerts=_alerts(engine, site_id, since, until),
-        outcomes=_outcomes(engine, site_id, since, until),
+        alerts=reviews.alert_breakdown(site_id, since, until),
+        outcomes=reviews.outcome_counts(site_id, since, until),
         tested=health.tested if health else None,
         test=health.policy_test if health else None,
     )

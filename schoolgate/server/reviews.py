@@ -22,6 +22,7 @@ from typing import Any, Final, cast
 from sqlalchemy import (
     ColumnElement,
     Engine,
+    Join,
     Table,
     and_,
     case,
@@ -83,6 +84,14 @@ class AlertFilter:
     state: str = ""  # open, closed or either
     severity: str = ""
     group: str = ""
+
+
+def _reviewed_alerts() -> Join:
+    """Events, each with its acknowledgement when it has one."""
+    e, r = _events.c, _alert_reviews.c
+    return _events.outerjoin(
+        _alert_reviews, and_(r.site_id == e.site_id, r.seq == e.seq, r.time == e.time)
+    )
 
 
 class Reviews:
@@ -147,9 +156,7 @@ class Reviews:
         """Alerts newest first, each with its review (None fields while open)."""
         e, r = _events.c, _alert_reviews.c
         key_columns = (e.time, e.site_id, e.seq)
-        joined = _events.outerjoin(
-            _alert_reviews, and_(r.site_id == e.site_id, r.seq == e.seq, r.time == e.time)
-        )
+        joined = _reviewed_alerts()
         query = (
             select(*(e[c] for c in EVENT_COLUMNS), *(r[c] for c in REVIEW_COLUMNS))
             .select_from(joined)
@@ -185,9 +192,7 @@ class Reviews:
     def alert_counts(self, sites: Sequence[int], since: float) -> dict[int, dict[str, int]]:
         """Per site, alerts since ``since``: all of them, and those still open."""
         e, r = _events.c, _alert_reviews.c
-        joined = _events.outerjoin(
-            _alert_reviews, and_(r.site_id == e.site_id, r.seq == e.seq, r.time == e.time)
-        )
+        joined = _reviewed_alerts()
         query = (
             select(
                 e.site_id,
@@ -203,6 +208,32 @@ class Reviews:
                 row.site_id: {"alerts": int(row.alerts), "open": int(row.open or 0)}
                 for row in conn.execute(query)
             }
+
+    def alert_breakdown(self, site_id: int, since: float, until: float) -> list[Row]:
+        """A site's alerts from ``since`` to before ``until`` by category and severity, with
+        how many of each were acknowledged; the most common first."""
+        e, r = _events.c, _alert_reviews.c
+        alerts = func.count().label("alerts")
+        query = (
+            select(e.category, e.severity, alerts, func.count(r.outcome).label("acknowledged"))
+            .select_from(_reviewed_alerts())
+            .where(*self._alert_conditions(AlertFilter((site_id,), since=since, until=until)))
+            .group_by(e.category, e.severity)
+            .order_by(alerts.desc(), e.category)
+        )
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def outcome_counts(self, site_id: int, since: float, until: float) -> dict[str, int]:
+        """How the alerts a site raised from ``since`` to before ``until`` were closed."""
+        r = _alert_reviews.c
+        query = (
+            select(r.outcome, func.count())
+            .where(r.site_id == site_id, r.time >= since, r.time < until)
+            .group_by(r.outcome)
+        )
+        with self.engine.connect() as conn:
+            return {outcome: int(n) for outcome, n in conn.execute(query)}
 
     # --- devices ------------------------------------------------------------------------------
 
