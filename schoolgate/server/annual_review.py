@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, func, select
+from sqlalchemy import Table
 
 from schoolgate.server.agent_status import AgentStatuses
 from schoolgate.server.csv_export import cell, iso
@@ -59,42 +59,6 @@ class Review:
         return test_rows(self.test, ("ok", "mismatch", "override", "no probe"))
 
 
-def _granted(engine: Engine, site_id: int, since: float, until: float) -> list[GrantedException]:
-    x = _exceptions.c
-    query = (
-        select(_exceptions)
-        .where(x.site_id == site_id, x.created >= since, x.created < until)
-        .order_by(x.created)
-    )
-    with engine.connect() as conn:
-        return [
-            GrantedException(
-                id=row.id,
-                site_id=row.site_id,
-                name=row.name,
-                group=row.grp,
-                action=row.action,
-                created=row.created,
-                expires=row.expires,
-                reason=row.reason,
-                author=row.author,
-                request_id=row.request_id,
-            )
-            for row in conn.execute(query)
-        ]
-
-
-def _decided(engine: Engine, site_id: int, since: float, until: float) -> dict[str, int]:
-    q = _requests.c
-    query = (
-        select(q.status, func.count())
-        .where(q.site_id == site_id, q.decided >= since, q.decided < until)
-        .group_by(q.status)
-    )
-    with engine.connect() as conn:
-        return {status: int(n) for status, n in conn.execute(query)}
-
-
 def gather(
     queries: EventQueries,
     policies: PolicyStore,
@@ -119,8 +83,8 @@ def gather(
         indicators=indicators,
         matrix=school_matrix(policies, site_id, health, language),
         changes=[c for c in changes(policies, site_id, since) if c.created < until],
-        exceptions=_granted(engine, site_id, since, until),
-        requests=_decided(engine, site_id, since, until),
+        exceptions=policies.granted_between(site_id, since, until),
+        requests=policies.decided_counts(site_id, since, until),
         alerts=reviews.alert_breakdown(site_id, since, until),
         outcomes=reviews.outcome_counts(site_id, since, until),
         tested=health.tested if health else None,

@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Final, cast
 
-from sqlalchemy import Engine, Table, and_, func, select, update
+from sqlalchemy import ColumnElement, Engine, Table, and_, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from schoolgate.agent.filter.names import InvalidName, normalize
@@ -268,12 +268,22 @@ class PolicyStore:
     def live_exceptions(self, site_id: int, now: float | None = None) -> list[GrantedException]:
         now = time.time() if now is None else now
         e = _exceptions.c
+        return self._exceptions(e.site_id == site_id, e.revoked.is_(None), e.expires > now)
+
+    def granted_between(self, site_id: int, since: float, until: float) -> list[GrantedException]:
+        """The exceptions granted for a site from ``since`` to before ``until``, revoked or
+        expired since or not (the annual review's record of them)."""
+        e = _exceptions.c
+        return self._exceptions(e.site_id == site_id, e.created >= since, e.created < until)
+
+    def _exceptions(self, *conditions: ColumnElement[bool]) -> list[GrantedException]:
+        e = _exceptions.c
         query = (
             select(
                 e.id,
                 e.site_id,
                 e.name,
-                e.grp,
+                e.grp.label("group"),
                 e.action,
                 e.created,
                 e.expires,
@@ -281,25 +291,22 @@ class PolicyStore:
                 e.author,
                 e.request_id,
             )
-            .where(e.site_id == site_id, e.revoked.is_(None), e.expires > now)
+            .where(*conditions)
             .order_by(e.created, e.id)
         )
         with self.engine.connect() as conn:
-            return [
-                GrantedException(
-                    row.id,
-                    row.site_id,
-                    row.name,
-                    row.grp,
-                    row.action,
-                    row.created,
-                    row.expires,
-                    row.reason,
-                    row.author,
-                    row.request_id,
-                )
-                for row in conn.execute(query)
-            ]
+            return [GrantedException(**row) for row in conn.execute(query).mappings()]
+
+    def decided_counts(self, site_id: int, since: float, until: float) -> dict[str, int]:
+        """A site's unblock requests decided from ``since`` to before ``until``, by status."""
+        q = _requests.c
+        query = (
+            select(q.status, func.count())
+            .where(q.site_id == site_id, q.decided >= since, q.decided < until)
+            .group_by(q.status)
+        )
+        with self.engine.connect() as conn:
+            return {status: int(n) for status, n in conn.execute(query)}
 
     # --- what an agent is sent --------------------------------------------------------------
 
