@@ -44,7 +44,7 @@ class SchoolIndicators:
     approved: int  # approved or marked known
     uptime: float | None  # share of the period the agent was running (None: no heartbeats)
     lists_updated: float | None
-    lists_oldest: float | None
+    stale_sources: int  # list sources the agent counts as overdue for an update
     bypass_events: int  # bypass events the agent's monitor saw
     bypass_lookups: int  # lookups of proxies, VPNs and encrypted DNS the filter blocked
 
@@ -134,7 +134,7 @@ def school_indicators(
                     else None
                 ),
                 lists_updated=known.lists_updated if known else None,
-                lists_oldest=known.lists_oldest if known else None,
+                stale_sources=known.stale if known else 0,
                 bypass_events=sums[site_id][EventKind.BYPASS.value] if site_id in sums else 0,
                 bypass_lookups=sums[site_id][EventKind.DNS.value] if site_id in sums else 0,
             )

@@ -17,7 +17,7 @@ from schoolgate.server.auth import Permission
 from schoolgate.server.indicators import ACK_TARGET, school_indicators
 from schoolgate.server.params import Params
 from schoolgate.server.web._context import WebContext
-from schoolgate.server.web.overview import DAY, STALE_LISTS
+from schoolgate.server.web.overview import DAY
 
 PERIODS: Final = ("30", "90", "365")
 
@@ -42,7 +42,6 @@ class IndicatorsPage:
             {
                 "name": scope.names[i.site_id],
                 "i": i,
-                "lists_stale": i.lists_oldest is not None and now - i.lists_oldest > STALE_LISTS,
             }
             for i in found
         ]

@@ -34,8 +34,6 @@ DAY: Final = 86_400.0
 OPEN_ALERT_DAYS: Final = 30
 TOP: Final = 10
 SILENT_SECONDS: Final = 3_600.0
-# Lists update daily; two missed days in a row is worth somebody's look.
-STALE_LISTS: Final = 2 * DAY
 
 
 def local_days(t: Translator, since: float, now: float) -> list[float]:
@@ -83,12 +81,12 @@ def agent_health(health: AgentHealth | None, last_seen: float | None, now: float
             "lists_stale": False,
             "dropped": None,
         }
-    oldest = health.lists_oldest or health.lists_updated
     return {
         "silent": not health.reporting(now),
         "version": health.version,
         "lists_updated": health.lists_updated,
-        "lists_stale": bool(health.stale) or oldest is None or now - oldest > STALE_LISTS,
+        # The agent knows each source's update interval; it counts those overdue.
+        "lists_stale": bool(health.stale),
         "dropped": health.dropped,
     }
 
