@@ -16,6 +16,7 @@ import msgspec
 
 from schoolgate.agent.activity.alerts import AlertSettings
 from schoolgate.agent.activity.settings import ActivitySettings, QueryLogging, UploadSettings
+from schoolgate.agent.loopback import is_loopback
 from schoolgate.agent.monitor.settings import MonitorSettings
 
 Fail = Callable[[str, Any, str], Exception]
@@ -117,7 +118,6 @@ def alert_settings(fail: Fail, section: AlertsSection) -> AlertSettings:
 
 
 _SITE: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_LOOPBACK_HOSTS: Final = ("localhost", "127.0.0.1", "::1", "[::1]")
 
 
 def upload_settings(
@@ -132,7 +132,7 @@ def upload_settings(
     url = urlsplit(section.url)
     if url.scheme not in ("https", "http") or not url.hostname or url.query or url.fragment:
         raise fail("collector.url", section.url, "expected https://HOST[:PORT][/PATH]")
-    if url.scheme == "http" and url.hostname not in _LOOPBACK_HOSTS:
+    if url.scheme == "http" and not is_loopback(url.hostname):
         raise fail(
             "collector.url",
             section.url,

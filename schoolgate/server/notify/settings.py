@@ -9,7 +9,6 @@ is a ``ConfigError`` that names it.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import ssl
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import msgspec
 
 from schoolgate.agent.activity.events import Severity
 from schoolgate.agent.config import ConfigError
+from schoolgate.agent.loopback import is_loopback
 
 EMAIL: Final = "email"
 WEBHOOK: Final = "webhook"
@@ -238,7 +238,7 @@ def _smtp(raw: SmtpSection, fail: _FailFn, base: Path) -> SmtpSettings:
         password = _first_line(_read(raw.password_file, base, "smtp.password_file", fail))
         if not password:
             raise fail("smtp.password_file", raw.password_file, "holds no password")
-        if raw.tls == "none" and not _loopback(raw.host):
+        if raw.tls == "none" and not is_loopback(raw.host):
             raise fail(
                 "smtp.tls",
                 raw.tls,
@@ -263,7 +263,7 @@ def _webhook(raw: WebhookSection, fail: _FailFn, base: Path) -> WebhookSettings:
     parts = urlsplit(raw.url)
     if parts.scheme not in ("http", "https") or not parts.hostname or not _plain(raw.url):
         raise fail("webhook.url", raw.url, "not an http(s) URL")
-    if parts.scheme == "http" and not _loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         # The alerts name pupils' devices and what they looked up.
         raise fail("webhook.url", raw.url, "plain http only to this machine: use https")
     if not raw.secret_file:
@@ -334,12 +334,3 @@ def _first_line(text: str) -> str:
 def _plain(text: str) -> bool:
     """No spaces or control characters: nothing that could end a line of a protocol."""
     return text.isprintable() and not any(c.isspace() for c in text)
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import secrets
 from typing import Final
 from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -30,6 +29,7 @@ from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urlsplit, urluns
 from starlette.requests import Request
 from starlette.responses import Response
 
+from schoolgate.agent.loopback import is_loopback
 from schoolgate.server.auth import USER_PREFIX, Authenticator, Permission, Principal
 from schoolgate.server.errors import ApiError, in_thread
 
@@ -50,19 +50,9 @@ class SignInNeeded(Exception):
         self.back_to = back_to
 
 
-def _is_loopback(host: str) -> bool:
-    name = host.strip("[]").lower()
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
 def over_https(request: Request) -> bool:
     """Whether the browser reached us in a way that keeps a Secure cookie safe."""
-    return request.url.scheme == "https" or _is_loopback(request.url.hostname or "")
+    return request.url.scheme == "https" or is_loopback(request.url.hostname or "")
 
 
 def csrf_token(session_token: str) -> str:
