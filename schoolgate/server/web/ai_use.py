@@ -18,16 +18,14 @@ from starlette.routing import Route
 
 from schoolgate.server.auth import Permission
 from schoolgate.server.params import Params
-from schoolgate.server.rollups import day_of, hour_of
+from schoolgate.server.rollups import day_of
 from schoolgate.server.web import _charts
 from schoolgate.server.web._context import WebContext
 from schoolgate.server.web._labels import N_
 from schoolgate.server.web.overview import (
-    DAY,
     PERIODS,
-    by_local_day,
+    daily_totals,
     day_chart,
-    local_days,
     share,
 )
 
@@ -49,15 +47,12 @@ class AiUsePage:
         days = int(params.choice("days", PERIODS) or "30")
         scope = await ctx.scope(principal, site)
         now = time.time()
-        first_day = local_days(t, now - (days - 1) * DAY, now)[0]
-        since = hour_of(first_day)
-        hourly = await ctx.run(ctx.queries.totals, scope.ids, since, None, ("hour",), "", CATEGORY)
-        daily = by_local_day(t, hourly, first_day, now)
+        daily = await daily_totals(ctx, t, scope.ids, days, now, CATEGORY)
+        since = daily.since
         groups = await ctx.run(ctx.queries.totals, scope.ids, since, None, ("grp",), "", CATEGORY)
         everything = await ctx.run(ctx.queries.totals, scope.ids, since, None, ())
         all_queries = everything[0]["queries"] if everything else 0
-        queries = sum(d.get("queries", 0) for _, d in daily)
-        blocked = sum(d.get("blocked", 0) for _, d in daily)
+        queries, blocked = daily.total("queries"), daily.total("blocked")
         devices = None
         device_count = None
         if principal.can(Permission.DEVICES):
@@ -113,7 +108,7 @@ class AiUsePage:
                 ),
                 "category_name": ctx.category_name(t, CATEGORY),
                 # The activity search a device's row links to covers the same days.
-                "since": int(first_day),
+                "since": int(daily.first_day),
             },
             principal=principal,
         )

@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from bisect import bisect_right
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -91,9 +93,37 @@ def agent_health(health: AgentHealth | None, last_seen: float | None, now: float
     }
 
 
+@dataclass(frozen=True)
+class DailyTotals:
+    """The last few local days' totals, as the overview and the AI use page chart them."""
+
+    first_day: float  # the start of the first local day
+    days: list[tuple[float, dict[str, int]]]  # by_local_day's
+
+    @property
+    def since(self) -> float:
+        """The start of the hour the counts were read from."""
+        return hour_of(self.first_day)
+
+    def total(self, name: str) -> int:
+        return sum(sums.get(name, 0) for _, sums in self.days)
+
+
+async def daily_totals(
+    ctx: WebContext, t: Translator, sites: Sequence[int], days: int, now: float, category: str = ""
+) -> DailyTotals:
+    """Queries, blocked and alerts per local day over the ``days`` up to ``now`` (today
+    included), of one category or all."""
+    first_day = local_days(t, now - (days - 1) * DAY, now)[0]
+    hourly = await ctx.run(
+        ctx.queries.totals, sites, hour_of(first_day), None, ("hour",), "", category
+    )
+    return DailyTotals(first_day, by_local_day(t, hourly, first_day, now))
+
+
 def day_chart(
     t: Translator,
-    daily: list[tuple[float, dict[str, int]]],
+    daily: DailyTotals,
     caption: str,
     empty: str,
     bar_title: str,
@@ -113,7 +143,7 @@ def day_chart(
                     blocked=t.number(sums.get("blocked", 0)),
                 ),
             )
-            for start, sums in daily
+            for start, sums in daily.days
         ],
         caption,
         empty,
@@ -137,10 +167,8 @@ class OverviewPage:
         days = int(params.choice("days", PERIODS) or "7")
         scope = await ctx.scope(principal, site)
         now = time.time()
-        first_day = local_days(t, now - (days - 1) * DAY, now)[0]
-        since = hour_of(first_day)
-        hourly = await ctx.run(ctx.queries.totals, scope.ids, since, None, ("hour",))
-        daily = by_local_day(t, hourly, first_day, now)
+        daily = await daily_totals(ctx, t, scope.ids, days, now)
+        since = daily.since
         categories = await ctx.run(ctx.queries.totals, scope.ids, since, None, ("category",))
         per_site = {
             r["site_id"]: r
@@ -167,8 +195,7 @@ class OverviewPage:
         )
         sites = await ctx.run(ctx.queries.sites)
         health = await ctx.run(ctx.agents.health, scope.ids)
-        queries = sum(d.get("queries", 0) for _, d in daily)
-        blocked = sum(d.get("blocked", 0) for _, d in daily)
+        queries, blocked = daily.total("queries"), daily.total("blocked")
         chart = day_chart(
             t,
             daily,
