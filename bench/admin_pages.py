@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 import msgspec
 from collector_load import POSTGRESQL, database
-from collector_search import DAY, day_of_events, load
+from collector_search import DAY, load_district
 
 from schoolgate.agent.activity.events import EventKind
 from schoolgate.event_batch import ShippedEvent
@@ -127,16 +127,7 @@ def run(kind: str, args: argparse.Namespace, work: Path) -> None:
         try:
             migrate.init(engine)
             repo = SqlRepository(engine)
-            day_start = float(int(time.time() // DAY - 1) * DAY)
-            site, _token = repo.add_site("big-school")
-            events = day_of_events(0, args.events, args.devices, day_start, args.seed)
-            loaded = load(repo, site, with_ai_and_heartbeats(events, args.seed))
-            for other in range(1, args.other_schools + 1):
-                ref, _token = repo.add_site(f"school-{other:02d}")
-                small = day_of_events(
-                    other, args.events // 10, args.devices // 10, day_start, args.seed
-                )
-                load(repo, ref, with_ai_and_heartbeats(small, args.seed + other))
+            _day_start, _site, _events, loaded = load_district(repo, args, with_ai_and_heartbeats)
             if repo.postgresql:
                 with engine.begin() as conn:
                     conn.exec_driver_sql("ANALYZE")

@@ -111,6 +111,25 @@ def load(repo: SqlRepository, site: SiteRef, events: list[ShippedEvent]) -> floa
     return time.perf_counter() - started
 
 
+def load_district(
+    repo: SqlRepository,
+    args: argparse.Namespace,
+    shape: Callable[[list[ShippedEvent], int], list[ShippedEvent]] = lambda events, _seed: events,
+) -> tuple[float, SiteRef, list[ShippedEvent], float]:
+    """Yesterday (UTC) for the big school and ``--other-schools`` smaller ones, each day's
+    events through ``shape`` (given the seed) first: the day's start, the big school, its
+    events and the seconds they took to load."""
+    day_start = float(int(time.time() // DAY - 1) * DAY)
+    site, _token = repo.add_site("big-school")
+    events = shape(day_of_events(0, args.events, args.devices, day_start, args.seed), args.seed)
+    loaded = load(repo, site, events)
+    for other in range(1, args.other_schools + 1):
+        ref, _token = repo.add_site(f"school-{other:02d}")
+        small = day_of_events(other, args.events // 10, args.devices // 10, day_start, args.seed)
+        load(repo, ref, shape(small, args.seed + other))
+    return day_start, site, events, loaded
+
+
 def timed(work: Callable[[], Any], repeat: int) -> tuple[list[float], Any]:
     took: list[float] = []
     result: Any = None
@@ -156,19 +175,7 @@ def run(kind: str, args: argparse.Namespace, work: Path) -> None:
         try:
             migrate.init(engine)
             repo = SqlRepository(engine)
-            day_start = float(int(time.time() // DAY - 1) * DAY)
-            site, _token = repo.add_site("big-school")
-            events = day_of_events(0, args.events, args.devices, day_start, args.seed)
-            loaded = load(repo, site, events)
-            for other in range(1, args.other_schools + 1):
-                ref, _token = repo.add_site(f"school-{other:02d}")
-                load(
-                    repo,
-                    ref,
-                    day_of_events(
-                        other, args.events // 10, args.devices // 10, day_start, args.seed
-                    ),
-                )
+            day_start, site, events, loaded = load_district(repo, args)
             if repo.postgresql:
                 with engine.begin() as conn:
                     conn.exec_driver_sql("ANALYZE")
