@@ -148,7 +148,7 @@ class PolicyStore:
         with self.engine.connect() as conn:
             return [Revision(**row._mapping) for row in conn.execute(query)]
 
-    def _documents(self) -> tuple[Revision | None, dict[int, Revision]]:
+    def in_force(self) -> tuple[Revision | None, dict[int, Revision]]:
         """The district's revision in force and each school's."""
         newest = select(func.max(_revisions.c.id)).group_by(_revisions.c.site_id).scalar_subquery()
         query = select(_revisions).where(_revisions.c.id.in_(newest))
@@ -165,7 +165,7 @@ class PolicyStore:
         shown = "the district policy" if site is None else f"the policy of {site.name}"
         try:
             doc = read_document(text, shown)
-            district, schools = self._documents()
+            district, schools = self.in_force()
             if site is None:
                 check_policy(doc, shown, text, doc)
                 names = self._site_names()

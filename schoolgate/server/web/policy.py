@@ -69,10 +69,10 @@ class PolicyPage:
             "action_classes": ACTION_CLASSES,
         }
         if not site:
-            district = await ctx.run(ctx.policies.current, None)
+            district, revisions = await ctx.run(ctx.policies.in_force)
             schools = []
             for site_id in scope.ids:
-                own = await ctx.run(ctx.policies.current, site_id)
+                own = revisions.get(site_id)
                 found = health.get(site_id)
                 schools.append(
                     {
