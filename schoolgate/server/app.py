@@ -231,7 +231,7 @@ def create_app(
     policy = PolicyApi(policies or PolicyStore(repo.engine), collector.site_of, collector.threads)
     # Users sign in for the admin API; auth.require finds the authenticator on app.state.
     auth = Authenticator(UserStore(repo.engine), collector.threads)
-    sessions = Sessions(auth, settings.session_seconds)
+    sessions = Sessions(auth, settings.session_seconds, collector.metrics)
     admin = admin_api(repo.engine, collector.threads, settings.max_export_rows)
     web = WebAuth(auth, settings.allow_plain_http)
     pages = make_context(

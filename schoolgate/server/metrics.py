@@ -2,6 +2,7 @@
 
 Labels come from bounded sets only: an outcome, a notification channel or message kind, or a
 site's configured name (a district has tens or hundreds of sites, each registered by hand).
+Never a user's name or a client's address: sign-ins are counted by outcome alone.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ EVENT_OUTCOMES = ("inserted", "duplicate", "expired", "rejected")
 NOTIFY_CHANNELS = ("email", "webhook")
 NOTIFY_KINDS = ("immediate", "digest")
 NOTIFY_OUTCOMES = ("sent", "failed", "cancelled")
+# An unknown name, a wrong password and a disabled account are one outcome, as they are one
+# answer: the sign-in hides which it was, and so do the metrics.
+SIGN_IN_OUTCOMES = ("success", "rejected", "throttled")
 _INSERT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -75,6 +79,7 @@ class CollectorMetrics:
         self.sites = _Sites()
         self.registry.register(self.sites)
         self._notify_metrics()
+        self._sign_in_metrics()
 
     def _notify_metrics(self) -> None:
         """Alert notifications (``schoolgate.server.notify``); at zero without ``[notify]``."""
@@ -115,6 +120,23 @@ class CollectorMetrics:
         }
         self.notify_held = {c: held.labels(c) for c in NOTIFY_CHANNELS}
         self.notify_pending = {c: pending.labels(c) for c in NOTIFY_CHANNELS}
+
+    def _sign_in_metrics(self) -> None:
+        """Sign-ins to the admin pages and the API (``schoolgate.server.sessions``): one count
+        for both, as they share one limit on failures."""
+        sign_ins = Counter(
+            "schoolgate_collector_sign_ins",
+            "Sign-ins with a password (admin pages and API), by outcome: rejected is a wrong "
+            "name or password or a disabled account, throttled is refused past the failure limit.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.sign_in = {o: sign_ins.labels(o) for o in SIGN_IN_OUTCOMES}
+        self.sign_outs = Counter(
+            "schoolgate_collector_sign_outs",
+            "Sessions (or API tokens) ended by signing out.",
+            registry=self.registry,
+        )
 
     def seen(self, site: str, when: float | None = None) -> None:
         self.sites.last_seen[site] = time.time() if when is None else when

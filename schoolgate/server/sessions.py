@@ -12,6 +12,10 @@ address is the one the proxy forwards (uvicorn trusts ``X-Forwarded-For`` from 1
 
 Password checks run two at a time at most: each takes 64 MiB and most of a core for a good
 part of a second, and a flood of sign-ins must not take the collector's memory.
+
+Every sign-in that gets as far as the limits is counted by outcome, and every sign-out that
+ended a token, the admin pages' with the API's (``schoolgate_collector_sign_ins_total``,
+``schoolgate_collector_sign_outs_total``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from starlette.routing import Route
 
 from schoolgate.server.auth import Authenticator, bearer_token
 from schoolgate.server.errors import ApiError, bad_parameter, in_thread
+from schoolgate.server.metrics import CollectorMetrics
 from schoolgate.server.passwords import MAX_LENGTH
 from schoolgate.server.throttle import FailureWindow
 from schoolgate.server.users import SignedIn, normal_name
@@ -44,11 +49,13 @@ class Sessions:
         self,
         auth: Authenticator,
         lifetime: float,
+        metrics: CollectorMetrics,
         per_name: int = FAILURES_PER_NAME,
         per_address: int = FAILURES_PER_ADDRESS,
     ) -> None:
         self.auth = auth
         self.lifetime = lifetime
+        self.metrics = metrics
         self.by_name = FailureWindow(per_name, FAILURE_WINDOW)
         self.by_address = FailureWindow(per_address, FAILURE_WINDOW)
         self._checks = anyio.CapacityLimiter(_CHECKS_AT_ONCE)
@@ -72,6 +79,7 @@ class Sessions:
             self.by_address.retry_after(address, now) or 0.0,
         )
         if wait > 0:
+            self.metrics.sign_in["throttled"].inc()
             raise ApiError(
                 429,
                 "too many failed sign-ins: wait before trying again",
@@ -85,14 +93,24 @@ class Sessions:
         if signed is None:
             self.by_name.failed(name, time.monotonic())
             self.by_address.failed(address, time.monotonic())
+            self.metrics.sign_in["rejected"].inc()
             raise ApiError(401, "wrong name or password, or the account is disabled")
         self.by_name.clear(name)
+        self.metrics.sign_in["success"].inc()
         return signed
 
     async def sign_out(self, request: Request) -> Response:
         await self.auth.principal(request)
-        await in_thread(self.auth.limiter, self.auth.users.sign_out, bearer_token(request))
+        await self.end(bearer_token(request))
         return Response(status_code=204)
+
+    async def end(self, token: str) -> bool:
+        """Revoke ``token``, for the API's sign-out and the admin pages'; whether it existed
+        (a token revoked meanwhile, by another tab or the command line, is no sign-out)."""
+        ended = await in_thread(self.auth.limiter, self.auth.users.sign_out, token)
+        if ended:
+            self.metrics.sign_outs.inc()
+        return ended
 
 
 async def _credentials(request: Request) -> tuple[str, str]:

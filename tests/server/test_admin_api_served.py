@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert, text
 
 from schoolgate.agent.activity.events import EventKind, Severity
@@ -98,6 +99,19 @@ class World:
                 text("SELECT user_name, action, sites, detail FROM audit_log ORDER BY id")
             ).mappings()
             return [{**row, "detail": json.loads(row["detail"])} for row in rows]
+
+    def sign_in_counts(self) -> dict[str, float]:
+        """The sign-in counters as ``/metrics`` shows them: each outcome's, and "sign-out"."""
+        page = httpx.get(self.collector.url + "/metrics", timeout=30)
+        assert page.status_code == 200
+        counts: dict[str, float] = {}
+        for family in text_string_to_metric_families(page.text):
+            for sample in family.samples:
+                if sample.name == "schoolgate_collector_sign_ins_total":
+                    counts[sample.labels["outcome"]] = sample.value
+                elif sample.name == "schoolgate_collector_sign_outs_total":
+                    counts["sign-out"] = sample.value
+        return counts
 
 
 def _requests(site: SiteRef, prefix: str) -> list[dict[str, Any]]:
@@ -266,6 +280,23 @@ def test_failed_sign_ins_are_limited(world: World) -> None:
     # Another user at the same address is not locked out by somebody else's guesses.
     other = httpx.post(url, json={"name": "lead-south", "password": PASSWORD})
     assert other.status_code == 201
+
+
+def test_sign_ins_and_outs_are_counted_without_saying_who(world: World) -> None:
+    url = world.collector.url + "/api/v1/sessions"
+    # Every outcome is there from the start, at zero, and nothing else is.
+    assert world.sign_in_counts() == {"success": 0, "rejected": 0, "throttled": 0, "sign-out": 0}
+    assert httpx.post(url, json={"name": "lead-north", "password": "wrong"}).status_code == 401
+    assert httpx.post(url, json={"name": "nobody", "password": PASSWORD}).status_code == 401
+    assert httpx.post(url, content=b'{"name": "lead-north"}').status_code == 400
+    signed = httpx.post(url, json={"name": "lead-north", "password": PASSWORD})
+    assert signed.status_code == 201
+    mine = {"Authorization": f"Bearer {signed.json()['token']}"}
+    assert httpx.delete(url, headers=mine).status_code == 204
+    assert httpx.delete(url, headers=mine).status_code == 401
+    # The unknown name and the wrong password are one outcome, as they are one answer; a
+    # malformed body and a sign-out with a dead token are not counted.
+    assert world.sign_in_counts() == {"success": 1, "rejected": 2, "throttled": 0, "sign-out": 1}
 
 
 # --- what each role may do ----------------------------------------------------------------------

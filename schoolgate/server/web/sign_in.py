@@ -1,8 +1,9 @@
 """Signing in and out of the admin pages, and choosing their language.
 
 Sign-in goes through the same ``Sessions.attempt`` as the API's, so the limits on failed
-tries (per name and per address) are one budget for both; a refused try shows the form again
-with the reason, and the password is never sent back into the page.
+tries (per name and per address) are one budget for both, and sign-out through the same
+``Sessions.end``, so the metrics count both alike; a refused try shows the form again with the
+reason, and the password is never sent back into the page.
 """
 
 from __future__ import annotations
@@ -91,8 +92,7 @@ class SignInPages:
     async def sign_out(self, request: Request) -> Response:
         web = self.ctx.web
         await web.form(request, None)
-        users = web.auth.users
-        await self.ctx.run(users.sign_out, web.session_token(request))
+        await self.ctx.sessions.end(web.session_token(request))
         response = RedirectResponse("/sign-in", status_code=303)
         web.clear_session(request, response)
         return response

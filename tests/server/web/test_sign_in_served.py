@@ -158,6 +158,27 @@ def test_failed_sign_ins_are_limited(browser: Callable[..., Browser]) -> None:
     assert "Too many failed sign-ins" in right.text and int(right.headers["retry-after"]) > 0
 
 
+def test_sign_ins_and_outs_are_counted(world: World, browser: Callable[..., Browser]) -> None:
+    before = world.sign_in_counts()
+    head = browser("head")
+    visitor = browser()
+    fields = hidden_fields(visitor.get("/sign-in").text)
+    form = {"nonce": fields["nonce"], "next": "/", "name": "lead-north"}
+    statuses = [
+        visitor.post("/sign-in", {**form, "password": "wrong"}).status_code for _ in range(10)
+    ]
+    assert statuses == [401] * 10
+    assert visitor.post("/sign-in", {**form, "password": PASSWORD}).status_code == 429
+    # A form refused before the password is looked at is not a sign-in.
+    expired = visitor.post("/sign-in", {**form, "nonce": "x" * 43, "password": PASSWORD})
+    assert expired.status_code == 400
+    csrf = hidden_fields(head.get("/").text)["csrf"]
+    assert head.post("/sign-out", {"csrf": csrf}).status_code == 303
+    after = world.sign_in_counts()
+    moved = {outcome: after[outcome] - before[outcome] for outcome in after}
+    assert moved == {"success": 1, "rejected": 10, "throttled": 1, "sign-out": 1}
+
+
 def test_plain_http_to_another_host_does_not_take_a_password(
     browser: Callable[..., Browser],
 ) -> None:
