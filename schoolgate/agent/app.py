@@ -90,6 +90,7 @@ from schoolgate.agent.policy.exceptions import (
     ExceptionError,
     ExceptionStore,
     PolicyException,
+    device_overrides,
     group_overrides,
 )
 from schoolgate.agent.policy.groups import GroupMatcher
@@ -187,6 +188,25 @@ def upstream_group(config: AgentConfig, health: dict[str, Health] | None = None)
     )
 
 
+def set_overrides(
+    config: AgentConfig, groups: Mapping[str, Group], exceptions: Sequence[PolicyException]
+) -> bool:
+    """Give each group its allow and deny entries and the exceptions in force, and each device
+    with exceptions of its own its copy of the group. Everything is worked out before any group
+    is changed, so all groups move together. True when the devices with exceptions changed."""
+    overrides = {
+        g.name: group_overrides(g.name, g.allow, g.deny, exceptions) for g in config.groups
+    }
+    personal = {
+        name: device_overrides(name, shared, exceptions) for name, shared in overrides.items()
+    }
+    changed = False
+    for name, shared in overrides.items():
+        groups[name].set_overrides(shared)
+        changed |= groups[name].set_devices(personal[name])
+    return changed
+
+
 def client_identifier(
     config: AgentConfig,
     devices: Mapping[str, Device],
@@ -201,8 +221,7 @@ def client_identifier(
         g.name: Group(g.name, config.group_actions(g, active), g.rewrites(), tallies.group(g.name))
         for g in config.groups
     }
-    for g in config.groups:
-        groups[g.name].set_overrides(group_overrides(g.name, g.allow, g.deny, exceptions))
+    set_overrides(config, groups, exceptions)
     matcher = None
     if len(config.groups) > 1:
         matcher = GroupMatcher([g.rule for g in config.groups], config.default_group.name)
@@ -1048,13 +1067,9 @@ class Agent:
         if [e.id for e in exceptions] == [e.id for e in self.exceptions]:
             return False
         if self.pipeline is not None:
-            # Worked out for every group before any is changed: all groups move together.
-            overrides = {
-                g.name: group_overrides(g.name, g.allow, g.deny, exceptions)
-                for g in self.config.groups
-            }
-            for name, entries in overrides.items():
-                self.pipeline.clients.groups[name].set_overrides(entries)
+            clients = self.pipeline.clients
+            if set_overrides(self.config, clients.groups, exceptions):
+                clients.forget_clients()
             log.info("exceptions in force: %d", len(exceptions))
         self.exceptions = exceptions
         return True

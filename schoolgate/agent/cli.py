@@ -37,7 +37,13 @@ from schoolgate.agent.policy import categories as taxonomy_mod
 from schoolgate.agent.policy.categories import LANGUAGES
 from schoolgate.agent.policy.central import CentralPolicy
 from schoolgate.agent.policy.decide import Decider
-from schoolgate.agent.policy.exceptions import ExceptionError, ExceptionStore, parse_duration
+from schoolgate.agent.policy.exceptions import (
+    ExceptionError,
+    ExceptionStore,
+    normalize_device,
+    parse_duration,
+    whom,
+)
 from schoolgate.agent.policy.identity import read_devices
 from schoolgate.agent.policy.schedules import active_schedules
 
@@ -71,6 +77,13 @@ def _duration(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _device(text: str) -> str:
+    try:
+        return normalize_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _operator() -> str:
     try:
         return getpass.getuser()
@@ -78,7 +91,15 @@ def _operator() -> str:
         return "unknown"
 
 
-def _allow(config: AgentConfig, name: str, group: str, seconds: int, reason: str, by: str) -> int:
+def _allow(
+    config: AgentConfig,
+    name: str,
+    group: str,
+    seconds: int,
+    reason: str,
+    by: str,
+    device: str = "",
+) -> int:
     try:
         text = normalize(name)
     except InvalidName as exc:
@@ -93,12 +114,15 @@ def _allow(config: AgentConfig, name: str, group: str, seconds: int, reason: str
         )
         return EXIT_CONFIG
     try:
-        entry = ExceptionStore(config.state_dir).add(text, group, "allow", seconds, reason, by)
+        entry = ExceptionStore(config.state_dir).add(
+            text, group, "allow", seconds, reason, by, device
+        )
     except (OSError, ExceptionError) as exc:
         print(f"schoolgate-agent: cannot store the exception: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     until = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(entry.expires))
-    print(f"exception {entry.id}: {text} allowed for group {group} until {until}")
+    who = whom(entry.group, entry.device)
+    print(f"exception {entry.id}: {text} allowed for {who} until {until}")
     print("a running agent applies it within a second; locked categories stay blocked")
     return 0
 
@@ -121,7 +145,8 @@ def _exceptions(config: AgentConfig, command: str, exception_id: str) -> int:
     for e in entries:
         until = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(e.expires))
         reason = f" ({e.reason})" if e.reason else ""
-        print(f"{e.id}  {e.action} {e.name} for {e.group} until {until}, by {e.by}{reason}")
+        who = whom(e.group, e.device)
+        print(f"{e.id}  {e.action} {e.name} for {who} until {until}, by {e.by}{reason}")
     return 0
 
 
@@ -221,10 +246,19 @@ def _parser() -> argparse.ArgumentParser:
         help="decide as at this moment, in the site's time zone (default: now)",
     )
 
-    allow = sub.add_parser("allow", help="let a name through for one group, for a while")
+    allow = sub.add_parser(
+        "allow", help="let a name through for one group, or one device of it, for a while"
+    )
     config_arg(allow)
     allow.add_argument("name")
     allow.add_argument("--group", required=True, metavar="GROUP")
+    allow.add_argument(
+        "--device",
+        default="",
+        metavar="MAC|IP",
+        type=_device,
+        help="only this device of the group, by MAC address (best) or IP address",
+    )
     allow.add_argument("--for", dest="duration", required=True, metavar="DURATION", type=_duration)
     allow.add_argument("--reason", default="", metavar="TEXT")
     allow.add_argument("--by", default=_operator(), metavar="WHO", help="(default: your login)")
@@ -344,7 +378,9 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.command == "check":
             return _check(load(), args.name, args.client, args.type, args.at)
         if args.command == "allow":
-            return _allow(load(), args.name, args.group, args.duration, args.reason, args.by)
+            return _allow(
+                load(), args.name, args.group, args.duration, args.reason, args.by, args.device
+            )
         if args.command == "exceptions":
             return _exceptions(load(), args.exceptions_command, getattr(args, "id", ""))
         if args.command == "categories":

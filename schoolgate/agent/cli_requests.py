@@ -56,5 +56,8 @@ def run(config: AgentConfig, output: str, pending: bool, limit: int) -> int:
         if r.reason:
             print(f"          reason: {r.reason}")
     if found:
-        print("grant one with: schoolgate-agent allow NAME --group GROUP --for 2h --reason TEXT")
+        print(
+            "grant one with: schoolgate-agent allow NAME --group GROUP [--device MAC|IP]"
+            " --for 2h --reason TEXT"
+        )
     return 0

@@ -132,7 +132,8 @@ def _rows(review: Review) -> Iterator[tuple[Any, ...]]:
             f"{c.reason} ({c.author})",
         )
     for x in review.exceptions:
-        detail = f"{x.reason} ({x.author}, until {iso(x.expires)})"
+        only = f"only the device {x.device}: " if x.device else ""
+        detail = f"{only}{x.reason} ({x.author}, until {iso(x.expires)})"
         yield ("exception", x.name, x.group, "", x.action, detail)
     for status, n in sorted(review.requests.items()):
         yield ("unblock requests", status, "", "", n, "")

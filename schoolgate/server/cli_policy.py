@@ -4,11 +4,11 @@ command line.
     policy set [--site SITE] FILE --reason TEXT     a new revision of a policy document
     policy show [--site SITE] [--effective]         the document in force (or the merged one)
     policy history [--site SITE]                    who changed it, when and why
-    exception add SITE NAME --group G --for 2h --reason TEXT [--block]
+    exception add SITE NAME --group G [--device MAC|IP] --for 2h --reason TEXT [--block]
     exception list SITE
     exception revoke SITE ID
     request list SITE [--status pending|approved|refused|all]
-    request approve SITE ID --for 2h --note TEXT [--group G]
+    request approve SITE ID --for 2h --note TEXT [--group G] [--device]
     request refuse SITE ID --note TEXT
 
 Every change is recorded with who made it (``--by``, the login name by default) and why.
@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from schoolgate.agent.policy.exceptions import parse_duration
+from schoolgate.agent.policy.exceptions import parse_duration, whom
 from schoolgate.server.db.schema import UnblockRequest
 from schoolgate.server.policies import PolicyError, PolicyStore
 from schoolgate.server.repository import SiteRef, SqlRepository
@@ -118,9 +118,11 @@ def cmd_exception_add(args: argparse.Namespace, repo: SqlRepository) -> int:
         _duration(args.duration),
         args.reason,
         args.by,
+        device=args.device,
     )
     print(
-        f"exception {granted.id}: {granted.action} {granted.name} for {granted.group} at "
+        f"exception {granted.id}: {granted.action} {granted.name} for "
+        f"{whom(granted.group, granted.device)} at "
         f"{site.name} until {_when(granted.expires)}; the agent applies it within a minute"
     )
     return 0
@@ -134,7 +136,8 @@ def cmd_exception_list(args: argparse.Namespace, repo: SqlRepository) -> int:
         print(f"no exceptions in force at {site.name}")
     for x in found:
         print(
-            f"{x.id}  {x.action:5}  {x.name:40}  {x.group:12}  until {_when(x.expires)}  "
+            f"{x.id}  {x.action:5}  {x.name:40}  {whom(x.group, x.device):12}  "
+            f"until {_when(x.expires)}  "
             f"{x.author}: {x.reason}"
         )
     return 0
@@ -175,12 +178,19 @@ def _decide(args: argparse.Namespace, repo: SqlRepository, approve: bool) -> int
     assert site is not None
     seconds = _duration(args.duration) if approve else 0
     decision = PolicyStore(repo.engine).decide(
-        site, args.id, approve, args.by, args.note, seconds, getattr(args, "group", None)
+        site,
+        args.id,
+        approve,
+        args.by,
+        args.note,
+        seconds,
+        getattr(args, "group", None),
+        getattr(args, "device", False),
     )
     if decision.exception is not None:
         x = decision.exception
         print(
-            f"request {args.id} approved: {x.name} allowed for {x.group} until "
+            f"request {args.id} approved: {x.name} allowed for {whom(x.group, x.device)} until "
             f"{_when(x.expires)} (exception {x.id})"
         )
     else:
@@ -241,6 +251,12 @@ def add_commands(commands: Any, with_config: Callable[[Any], Any], on_store: Wra
     p.add_argument("site")
     p.add_argument("name")
     p.add_argument("--group", required=True)
+    p.add_argument(
+        "--device",
+        default="",
+        metavar="MAC|IP",
+        help="only this device of the group, by MAC address (best) or IP address",
+    )
     p.add_argument("--for", dest="duration", required=True, metavar="DURATION")
     p.add_argument("--reason", required=True)
     p.add_argument("--block", action="store_true", help="block the name instead of allowing it")
@@ -264,6 +280,11 @@ def add_commands(commands: Any, with_config: Callable[[Any], Any], on_store: Wra
     p.add_argument("--for", dest="duration", required=True, metavar="DURATION")
     p.add_argument("--note", required=True, help="why: kept with the decision")
     p.add_argument("--group", help="another group than the one the request came from")
+    p.add_argument(
+        "--device",
+        action="store_true",
+        help="only for the device that asked (its MAC address, else its IP address)",
+    )
     by(p)
     p = command(sub, "refuse", "refuse a request", cmd_request_refuse)
     p.add_argument("site")

@@ -24,7 +24,7 @@ from sqlalchemy import ColumnElement, Engine, Table, and_, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from schoolgate.agent.filter.names import InvalidName, normalize
-from schoolgate.agent.policy.exceptions import MAX_DURATION
+from schoolgate.agent.policy.exceptions import MAX_DURATION, normalize_device
 from schoolgate.server.db.engine import is_postgresql
 from schoolgate.server.db.schema import (
     CentralException,
@@ -84,6 +84,7 @@ class GrantedException:
     reason: str
     author: str
     request_id: str | None
+    device: str = ""  # "" for the whole group
 
     def for_agent(self) -> dict[str, Any]:
         # The agent's exception format (schoolgate.agent.policy.exceptions.PolicyException).
@@ -91,6 +92,7 @@ class GrantedException:
             "id": self.id,
             "name": self.name,
             "group": self.group,
+            "device": self.device,
             "action": self.action,
             "expires": self.expires,
             "reason": self.reason,
@@ -119,6 +121,19 @@ def _check_group(group: str) -> str:
     if not 0 < len(group) <= 63 or not set(group) <= _GROUP_CHARS:
         raise PolicyError(f"group {group!r}: letters, digits, '-' and '_', at most 63")
     return group
+
+
+def _requesting_device(mac: str, client_ip: str, request_id: str) -> str:
+    """The device a request came from as an exception names it: its MAC address when the
+    agent reported a sound one, else its IP address."""
+    for candidate in (mac, client_ip):
+        try:
+            device = normalize_device(candidate)
+        except ValueError:
+            continue
+        if device:
+            return device
+    raise PolicyError(f"request {request_id} does not say which device sent it")
 
 
 class PolicyStore:
@@ -222,12 +237,18 @@ class PolicyStore:
         reason: str,
         author: str,
         request_id: str | None = None,
+        device: str = "",
     ) -> GrantedException:
-        """An exception for one group of one school, ending after ``seconds``."""
+        """An exception for one group of one school, or one ``device`` of the group (its MAC
+        or IP address), ending after ``seconds``."""
         try:
             name = normalize(name)
         except InvalidName as exc:
             raise PolicyError(f"{name!r} is not a domain name: {exc}") from None
+        try:
+            device = normalize_device(device)
+        except ValueError as exc:
+            raise PolicyError(f"device: {exc}") from None
         if action not in ("allow", "block"):
             raise PolicyError(f"action {action!r}: allow or block")
         if not 0 < seconds <= MAX_DURATION:
@@ -243,6 +264,7 @@ class PolicyStore:
             reason=_check_reason(reason),
             author=author,
             request_id=request_id,
+            device=device,
         )
         with self.engine.begin() as conn:
             row = asdict(granted)
@@ -290,6 +312,7 @@ class PolicyStore:
                 e.reason,
                 e.author,
                 e.request_id,
+                e.device,
             )
             .where(*conditions)
             .order_by(e.created, e.id)
@@ -364,9 +387,14 @@ class PolicyStore:
         note: str,
         seconds: int = 0,
         group: str | None = None,
+        for_device: bool = False,
     ) -> RequestDecision:
         """Approve a pending request (an exception for its group, or ``group``, for
-        ``seconds``) or refuse it; the note is the reason kept with the decision."""
+        ``seconds``; with ``for_device``, for the requesting device alone) or refuse it; the
+        note is the reason kept with the decision.
+
+        The device is named by its MAC address when the agent knew it, since a laptop's IP
+        address changes with its DHCP lease; by its IP address otherwise."""
         r = _requests.c
         with self.engine.connect() as conn:
             row = conn.execute(
@@ -379,8 +407,9 @@ class PolicyStore:
         note = _check_reason(note)
         granted = None
         if approve:
+            device = _requesting_device(row.mac, row.client_ip, request_id) if for_device else ""
             granted = self.grant(
-                site, row.name, group or row.grp, "allow", seconds, note, by, request_id
+                site, row.name, group or row.grp, "allow", seconds, note, by, request_id, device
             )
         status = "approved" if approve else "refused"
         with self.engine.begin() as conn:

@@ -48,6 +48,7 @@ class _Grant(msgspec.Struct, forbid_unknown_fields=True):
     duration: str
     reason: str
     action: str = "allow"
+    device: str = ""  # a MAC or IP address: the exception is for this device of the group
 
 
 class _Decision(msgspec.Struct, forbid_unknown_fields=True):
@@ -55,6 +56,7 @@ class _Decision(msgspec.Struct, forbid_unknown_fields=True):
     note: str
     duration: str = ""
     group: str | None = None
+    for_device: bool = False  # the requesting device alone, not its whole group
 
 
 def _revision(rev: Revision | None) -> dict[str, Any] | None:
@@ -173,7 +175,13 @@ class PolicyAdminApi:
             principal,
             AuditAction.EXCEPTION_GRANT,
             site,
-            {"name": asked.name, "group": asked.group, "action": asked.action, "for": seconds},
+            {
+                "name": asked.name,
+                "group": asked.group,
+                "device": asked.device,
+                "action": asked.action,
+                "for": seconds,
+            },
         )
         granted = await self._change(
             self.store.grant,
@@ -184,6 +192,8 @@ class PolicyAdminApi:
             seconds,
             asked.reason,
             principal.name,
+            None,
+            asked.device,
         )
         return JSONResponse({"exception": granted.for_agent()}, status_code=201)
 
@@ -209,7 +219,12 @@ class PolicyAdminApi:
             principal,
             AuditAction.REQUEST_DECISION,
             site,
-            {"request": request_id, "approve": asked.approve, "for": seconds},
+            {
+                "request": request_id,
+                "approve": asked.approve,
+                "for": seconds,
+                "for_device": asked.for_device,
+            },
         )
         decision = await self._change(
             self.store.decide,
@@ -220,6 +235,7 @@ class PolicyAdminApi:
             asked.note,
             seconds,
             asked.group,
+            asked.for_device,
         )
         return JSONResponse(
             {

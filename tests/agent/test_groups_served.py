@@ -114,6 +114,51 @@ def test_an_exception_granted_on_the_command_line_applies_and_expires(
     assert wait_for(lambda: not now_allowed(), 10)  # expired by itself
 
 
+def test_an_exception_for_one_device_follows_its_mac_and_no_one_else(
+    make_agent: AgentFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "games.txt").write_text("game.example\n", encoding="utf-8")
+    leases = tmp_path / "dnsmasq.leases"
+    leases.write_text("0 aa:bb:cc:00:00:04 127.0.0.4 ks2-lab-04 *\n", encoding="utf-8")
+    agent = make_agent(groups(leases))
+    assert agent.agent is not None
+    granted = run_agent_command(
+        "allow",
+        "game.example",
+        "--group",
+        "ks2",
+        "--device",
+        "AA-BB-CC-00-00-04",
+        "--for",
+        "1h",
+        "--config",
+        str(tmp_path / "agent.toml"),
+    )
+    assert granted.returncode == 0, granted.stderr
+    assert "allowed for device aa:bb:cc:00:00:04 in group ks2" in granted.stdout
+    assert wait_for(lambda: answer(agent, "game.example", "127.0.0.4") == ["192.0.2.1"], 5)
+    assert answer(agent, "game.example", "127.0.0.2") == ["0.0.0.0"]  # the rest of ks2
+    # A new lease moves the laptop to another address: the exception goes with it.
+    leases.write_text("0 aa:bb:cc:00:00:04 127.0.0.6 ks2-lab-04 *\n", encoding="utf-8")
+    assert agent.call(agent.agent.refresh_devices())
+    assert answer(agent, "game.example", "127.0.0.6") == ["192.0.2.1"]
+    listed = run_agent_command("exceptions", "list", "--config", str(tmp_path / "agent.toml"))
+    assert "allow game.example for device aa:bb:cc:00:00:04 in group ks2" in listed.stdout
+    refused = run_agent_command(
+        "allow",
+        "game.example",
+        "--group",
+        "ks2",
+        "--device",
+        "ks2-lab-04",
+        "--for",
+        "1h",
+        "--config",
+        str(tmp_path / "agent.toml"),
+    )
+    assert refused.returncode == 2 and "neither a MAC address nor an IP address" in refused.stderr
+
+
 def test_a_cached_cname_answer_is_checked_for_each_group(
     make_agent: AgentFactory, upstream: FakeUpstream, tmp_path: Path
 ) -> None:

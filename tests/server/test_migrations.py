@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
@@ -55,3 +56,39 @@ def test_events_are_partitioned_by_day_on_postgresql(engine: Engine) -> None:
             )
         ).scalar_one()
     assert strategy == "r"  # by range, on time
+
+
+def _to(engine: Engine, revision: str, how: str = "upgrade") -> None:
+    config = migrate._config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        getattr(command, how)(config, revision)
+
+
+def test_exceptions_granted_before_devices_could_be_named_stay_for_their_group(
+    engine: Engine,
+) -> None:
+    _to(engine, "0005")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO sites (name, token_hash, created) VALUES ('n', 'h', 0)"))
+        conn.execute(
+            text(
+                "INSERT INTO central_exceptions (id, site_id, name, grp, action, created,"
+                " expires, reason, author) VALUES ('e1', 1, 'a.example', 'ks2', 'allow', 0,"
+                " 4000000000, 'r', 'ana')"
+            )
+        )
+    assert migrate.upgrade(engine) == ("0005", migrate.head())
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT device FROM central_exceptions")).scalar_one() == ""
+        conn.execute(
+            text(
+                "INSERT INTO central_exceptions (id, site_id, name, grp, device, action,"
+                " created, expires, reason, author) VALUES ('e2', 1, 'b.example', 'ks2',"
+                " '10.0.0.7', 'allow', 0, 4000000000, 'r', 'ana')"
+            )
+        )
+    # Going back drops the device's exception rather than widen it to the whole group.
+    _to(engine, "0005", "downgrade")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id FROM central_exceptions")).scalars().all() == ["e1"]

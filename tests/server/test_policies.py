@@ -150,3 +150,36 @@ def test_requests_are_kept_once_and_decided_once(repo: SqlRepository) -> None:
     with pytest.raises(PolicyError, match="no unblock request"):
         store.decide(site, "z" * 32, False, "kim", "no")
     assert [x.request_id for x in store.live_exceptions(site.id)] == ["a" * 32]
+
+
+def test_a_request_approved_for_its_device_names_the_mac_else_the_address(
+    repo: SqlRepository,
+) -> None:
+    store = PolicyStore(repo.engine)
+    site, _token = repo.add_site("north")
+    with_mac = {**request("a" * 32), "mac": "AA:BB:CC:00:00:04"}
+    garbled_mac = {**request("b" * 32), "mac": "<img src=x>"}
+    store.receive_requests(site, [with_mac, garbled_mac, request("c" * 32)])
+    devices = [
+        store.decide(site, r * 32, True, "sam", "homework", 3600, for_device=True).exception
+        for r in "abc"
+    ]
+    assert [(x.device, x.group) for x in devices if x is not None] == [
+        ("aa:bb:cc:00:00:04", "pupils"),
+        ("10.0.2.15", "pupils"),  # a MAC the agent garbled: the address it came from
+        ("10.0.2.15", "pupils"),
+    ]
+    sent = json.loads(store.for_agent(site)[0])["exceptions"]
+    assert [x["device"] for x in sent] == ["aa:bb:cc:00:00:04", "10.0.2.15", "10.0.2.15"]
+    assert [x.device for x in store.live_exceptions(site.id)] == [x["device"] for x in sent]
+
+
+def test_a_central_exception_for_a_device_is_checked(repo: SqlRepository) -> None:
+    store = PolicyStore(repo.engine)
+    site, _token = repo.add_site("north")
+    with pytest.raises(PolicyError, match=r"device: .* neither a MAC address nor an IP"):
+        store.grant(site, "a.example", "pupils", "allow", 60, "r", "ana", device="laptop-7")
+    granted = store.grant(site, "a.example", "pupils", "allow", 60, "r", "ana", device="::1")
+    assert granted.device == "::1" and granted.for_agent()["device"] == "::1"
+    group_wide = store.grant(site, "b.example", "pupils", "allow", 60, "r", "ana")
+    assert group_wide.for_agent()["device"] == ""

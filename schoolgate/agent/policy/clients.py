@@ -25,7 +25,16 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 class Group:
     """A group of clients sharing one policy; it owns the memo of its decisions."""
 
-    __slots__ = ("actions", "memo", "name", "name_memo", "overrides", "rewrites", "tally")
+    __slots__ = (
+        "actions",
+        "devices",
+        "memo",
+        "name",
+        "name_memo",
+        "overrides",
+        "rewrites",
+        "tally",
+    )
 
     def __init__(
         self,
@@ -47,6 +56,10 @@ class Group:
         # Allow and deny entries (the group's lists and live exceptions), by the wire form of
         # the name they cover: a suffix of the question is looked up as it sits in the packet.
         self.overrides: dict[bytes, Decision] = {}
+        # The devices given exceptions of their own, by MAC or IP address: each is served as
+        # a copy of this group with its own overrides and memo, so that the query path stays
+        # one dictionary lookup per question whoever asks.
+        self.devices: dict[str, Group] = {}
 
     def set_overrides(self, overrides: dict[bytes, Decision]) -> None:
         if overrides == self.overrides:
@@ -54,6 +67,27 @@ class Group:
         self.overrides = overrides
         self.memo.clear()
         self.name_memo.clear()
+
+    def set_devices(self, overrides: Mapping[str, dict[bytes, Decision]]) -> bool:
+        """The devices with exceptions of their own and each one's overrides; True when the
+        set of devices changed (the clients known by address must then be looked up again)."""
+        changed = overrides.keys() != self.devices.keys()
+        devices: dict[str, Group] = {}
+        for device, entries in overrides.items():
+            copy = self.devices.get(device)
+            if copy is None:
+                copy = Group(self.name, self.actions, self.rewrites, self.tally)
+            copy.set_overrides(entries)  # keeps its memo when nothing changed for it
+            devices[device] = copy
+        self.devices = devices
+        return changed
+
+    def for_device(self, mac: str, address: str) -> Group:
+        """The group as this device is served: its own copy when it has exceptions."""
+        devices = self.devices
+        if not devices:
+            return self
+        return devices.get(mac) or devices.get(address) or self
 
     def set_actions(self, actions: Mapping[str, Action]) -> None:
         """New actions (a schedule started or ended): the decisions made so far are void."""
@@ -63,6 +97,8 @@ class Group:
         # Emptied in place: the query path reaches these dicts through the group.
         self.memo.clear()
         self.name_memo.clear()
+        for copy in self.devices.values():
+            copy.set_actions(actions)
 
     def __repr__(self) -> str:
         return f"Group({self.name!r})"
@@ -100,6 +136,10 @@ class ClientIdentifier:
         # Address -> client, or None for an address to refuse; read directly by the query path.
         self.memo: dict[str, Client | None] = {}
 
+    def forget_clients(self) -> None:
+        """Look every client up again (a device gained or lost exceptions of its own)."""
+        self.memo.clear()  # the same dict: the query path holds a reference to it
+
     def use_devices(self, devices: Mapping[str, Device]) -> bool:
         """Take a fresh device map; True when it changed (and the memo was emptied)."""
         if devices == self.devices:
@@ -135,4 +175,5 @@ class ClientIdentifier:
         group = self._default
         if self._matcher is not None:
             group = self.groups.get(self._matcher.match(ip, device), self._default)
+        group = group.for_device(device.mac if device is not None else "", text)
         return Client(text, group, device)

@@ -1,15 +1,21 @@
 """Time-limited exceptions: a name allowed (or blocked) for one group until a moment.
 
-Granted with ``schoolgate-agent allow NAME --group G --for 2h --reason TEXT`` (and later from
-the collector, for approved unblock requests), kept in ``STATE_DIR/policy/exceptions.json``,
+Granted with ``schoolgate-agent allow NAME --group G --for 2h --reason TEXT`` (and from the
+collector, for approved unblock requests), kept in ``STATE_DIR/policy/exceptions.json``,
 written atomically under a lock so the command line and the agent never interleave. An
 exception expires by itself; the agent reads the file again within a second of a change. Like a
 group's allow and deny lists it overrides categories, never the locked tier.
+
+An exception may be narrowed to one device of the group, named by its MAC address (which
+follows the device from address to address) or, when the network never showed its MAC, by its
+IP address. It still applies only while the device is in that group: moving a device to another
+group is a decision about it that an older exception must not outlive.
 """
 
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import json
 import math
 import re
@@ -25,6 +31,7 @@ from schoolgate.agent.dns.wire import text_to_wire
 from schoolgate.agent.files import write_atomic
 from schoolgate.agent.filter.names import InvalidName, normalize
 from schoolgate.agent.policy.decision import Action, Decision
+from schoolgate.agent.policy.identity import normalize_mac
 
 _DURATION: Final = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -45,9 +52,33 @@ class PolicyException:
     reason: str
     created: float
     by: str  # who granted it: a user name, or "collector"
+    device: str = ""  # "" for the whole group, else a MAC address or an IP address
 
     def live(self, now: float) -> bool:
         return self.expires > now
+
+
+def whom(group: str, device: str) -> str:
+    """Who an exception is for, in words for the command line."""
+    return f"device {device} in group {group}" if device else f"group {group}"
+
+
+def normalize_device(text: str) -> str:
+    """A device as an exception names it: ``aa:bb:cc:dd:ee:ff`` for a MAC address in any
+    common spelling, the canonical text of an IP address, or "" for none. Raises ValueError."""
+    text = text.strip()
+    if not text:
+        return ""
+    mac = normalize_mac(text)
+    if mac is not None:
+        return mac
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"{text[:80]!r} is neither a MAC address nor an IP address") from None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # the client identifier knows such a client by its IPv4 address
+    return str(ip)
 
 
 def parse_duration(text: str) -> int:
@@ -104,7 +135,14 @@ class ExceptionStore:
             yield
 
     def add(
-        self, name: str, group: str, action: str, seconds: int, reason: str, by: str
+        self,
+        name: str,
+        group: str,
+        action: str,
+        seconds: int,
+        reason: str,
+        by: str,
+        device: str = "",
     ) -> PolicyException:
         now = time.time()
         entry = PolicyException(
@@ -116,6 +154,7 @@ class ExceptionStore:
             reason=reason,
             created=now,
             by=by,
+            device=normalize_device(device),
         )
         with self._locked():
             kept = self.load(now)
@@ -172,9 +211,13 @@ def parse_entry(item: object) -> PolicyException | None:
         return None
     if fields["action"] not in ("allow", "block"):
         return None
+    device = item.get("device", "")  # absent in files written before devices could be named
+    if not isinstance(device, str):
+        return None
     try:
         fields["name"] = normalize(fields["name"])
-    except InvalidName:
+        fields["device"] = normalize_device(device)
+    except (InvalidName, ValueError):
         return None
     return PolicyException(**fields)
 
@@ -185,7 +228,8 @@ def group_overrides(
     deny: Iterable[str],
     exceptions: Iterable[PolicyException],
 ) -> dict[bytes, Decision]:
-    """A group's allow and deny entries by the wire form of their name.
+    """A group's allow and deny entries by the wire form of their name, with the exceptions
+    granted to the whole group.
 
     For one name, a later kind wins: the allow list, then the deny list, then the exceptions
     in the order they were granted (an exception is the most recent decision about a name, and
@@ -196,10 +240,30 @@ def group_overrides(
         found[text_to_wire(name)] = Decision(Action.ALLOW, "allow list", entry=name)
     for name in deny:
         found[text_to_wire(name)] = Decision(Action.BLOCK, "deny list", entry=name)
+    _add_exceptions(found, [e for e in exceptions if e.group == group and not e.device])
+    return found
+
+
+def device_overrides(
+    group: str, shared: dict[bytes, Decision], exceptions: Iterable[PolicyException]
+) -> dict[str, dict[bytes, Decision]]:
+    """For each device given exceptions of its own in ``group``: the group's entries
+    (``shared``, from ``group_overrides``) with the device's on top, by the device's MAC or IP
+    address. The newest exception about a name wins, whether granted to the group or the
+    device."""
     mine = [e for e in exceptions if e.group == group]
-    for e in sorted(mine, key=lambda e: e.created):
+    found: dict[str, dict[bytes, Decision]] = {}
+    for device in dict.fromkeys(e.device for e in mine if e.device):
+        entries = dict(shared)
+        # The group's exceptions again, in order among the device's, so the newest wins.
+        _add_exceptions(entries, [e for e in mine if e.device in ("", device)])
+        found[device] = entries
+    return found
+
+
+def _add_exceptions(found: dict[bytes, Decision], exceptions: list[PolicyException]) -> None:
+    for e in sorted(exceptions, key=lambda e: e.created):
         until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(e.expires))
         rule = f"exception {e.id} until {until}" + (f": {e.reason}" if e.reason else "")
         action = Action.ALLOW if e.action == "allow" else Action.BLOCK
         found[text_to_wire(e.name)] = Decision(action, rule, entry=e.name)
-    return found

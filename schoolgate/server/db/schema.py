@@ -233,6 +233,8 @@ class CentralException(Base):
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(253))
     grp: Mapped[str] = mapped_column(String(64))
+    # "" for the whole group, else the one device of it: a MAC address, or an IP address.
+    device: Mapped[str] = mapped_column(String(64), server_default="")
     action: Mapped[str] = mapped_column(String(8))  # allow or block
     created: Mapped[float] = mapped_column(Double)
     expires: Mapped[float] = mapped_column(Double)

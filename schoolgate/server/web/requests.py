@@ -1,6 +1,7 @@
-"""Unblock requests sent from the schools' block pages: approve one for a group for a while,
-or refuse it with a reason. An approval is a central exception, which the school's agent
-takes with its next policy poll (within a minute); the reason is kept with the decision.
+"""Unblock requests sent from the schools' block pages: approve one for the device that asked
+or for its whole group, for a while, or refuse it with a reason. An approval is a central
+exception, which the school's agent takes with its next policy poll (within a minute); the
+reason is kept with the decision.
 
 The decision is the policy API's (``PolicyStore.decide``), audited the same way.
 """
@@ -89,11 +90,16 @@ class RequestsPage:
         if form.get("decision") not in ("approve", "refuse"):
             raise ApiError(400, "decision: approve or refuse")
         seconds = 0
+        for_device = False
         if approve:
             try:
                 seconds = parse_duration(form.get("duration", ""))
             except ValueError as exc:
                 raise ApiError(400, f"duration: {exc}") from None
+            # Asked for every time: a default here would widen or narrow a decision unseen.
+            if form.get("scope") not in ("device", "group"):
+                raise ApiError(400, "scope: device or group")
+            for_device = form.get("scope") == "device"
         request_id = form.get("id", "")
         group = form.get("group", "").strip() or None
         await ctx.run(
@@ -101,7 +107,13 @@ class RequestsPage:
             principal,
             AuditAction.REQUEST_DECISION,
             (site.id,),
-            {"request": request_id, "approve": approve, "for": seconds, "group": group},
+            {
+                "request": request_id,
+                "approve": approve,
+                "for": seconds,
+                "group": group,
+                "for_device": for_device,
+            },
         )
         try:
             decision = await ctx.run(
@@ -113,6 +125,7 @@ class RequestsPage:
                 form.get("note", ""),
                 seconds,
                 group,
+                for_device,
             )
         except PolicyError as exc:
             raise ApiError(422, str(exc)) from None

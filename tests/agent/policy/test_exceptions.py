@@ -18,7 +18,9 @@ from schoolgate.agent.policy.exceptions import (
     ExceptionError,
     ExceptionStore,
     PolicyException,
+    device_overrides,
     group_overrides,
+    normalize_device,
     parse_duration,
 )
 from tests.support.compiled import compiled_lists
@@ -207,3 +209,110 @@ def test_the_most_specific_entry_wins_and_exceptions_come_last() -> None:
     assert found[text_to_wire("maths.example.com")].action is Action.BLOCK  # deny over allow
     granted = found[text_to_wire("example.com")]
     assert granted.action is Action.ALLOW and granted.rule.startswith("exception e1 until")
+
+
+# --- exceptions for one device ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "device"),
+    [
+        ("", ""),
+        ("AA-BB-CC-00-00-01", "aa:bb:cc:00:00:01"),
+        ("aabb.cc00.0001", "aa:bb:cc:00:00:01"),
+        (" 10.1.0.7 ", "10.1.0.7"),
+        ("2001:DB8::0:7", "2001:db8::7"),
+        ("::ffff:10.1.0.7", "10.1.0.7"),
+    ],
+)
+def test_a_device_is_named_one_way(text: str, device: str) -> None:
+    assert normalize_device(text) == device
+
+
+@pytest.mark.parametrize("text", ["ks2-laptop", "10.1.0.300", "aa:bb:cc", "<img src=x>"])
+def test_a_device_that_is_neither_a_mac_nor_an_address_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="neither a MAC address nor an IP address"):
+        normalize_device(text)
+
+
+def test_the_store_keeps_the_device_and_reads_files_without_one(tmp_path: Path) -> None:
+    store = ExceptionStore(tmp_path)
+    granted = store.add("maths.example", "ks2", "allow", 60, "", "it", device="AA:BB:CC:00:00:01")
+    assert granted.device == "aa:bb:cc:00:00:01"
+    assert [e.device for e in ExceptionStore(tmp_path).load()] == ["aa:bb:cc:00:00:01"]
+    # Written before devices could be named: for the whole group.
+    store.path.write_text(json.dumps({"exceptions": [store_entry("a.example")]}))
+    assert [e.device for e in store.load(now=0)] == [""]
+
+
+@pytest.mark.parametrize("device", [42, None, "not-a-device"])
+def test_an_entry_with_a_bad_device_is_skipped_not_widened(tmp_path: Path, device: object) -> None:
+    # Read as the whole group's, a broken device would open the name to every pupil in it.
+    store = ExceptionStore(tmp_path)
+    store.path.parent.mkdir(parents=True)
+    entries = [{**store_entry("bad.example"), "device": device}, store_entry("good.example")]
+    store.path.write_text(json.dumps({"exceptions": entries}))
+    assert [e.name for e in store.load(now=0)] == ["good.example"]
+
+
+def for_device(name: str, device: str, created: float = 0.0, group: str = "ks2") -> PolicyException:
+    return PolicyException("d1", name, group, "allow", 4e9, "why", created, "t", device)
+
+
+def test_a_device_exception_is_the_devices_alone(lists: CompiledLists) -> None:
+    laptop = "aa:bb:cc:00:00:01"
+    exceptions = [
+        for_device("game.example", laptop),
+        for_device("other.example", laptop, group="staff"),  # another group's: not here
+    ]
+    shared = group_overrides("ks2", [], ["news.example"], exceptions)
+    assert text_to_wire("game.example") not in shared
+    personal = device_overrides("ks2", shared, exceptions)
+    assert list(personal) == [laptop]
+    assert text_to_wire("other.example") not in personal[laptop]
+    group = Group("ks2", bundled().actions(AgeTier.KS2))
+    group.set_overrides(shared)
+    assert group.set_devices(personal)
+    assert not group.set_devices(personal)  # the same devices: the clients stand
+    mine = group.for_device(laptop, "10.1.0.7")
+    assert mine is not group and mine.name == "ks2" and mine.tally is group.tally
+    assert group.for_device("", "10.1.0.8") is group
+    fast, slow = decide(lists, mine, "www.game.example")
+    assert fast.action is slow.action is Action.ALLOW and fast.rule.startswith("exception d1")
+    fast, _ = decide(lists, group, "www.game.example")
+    assert fast.blocked  # the rest of the group
+    fast, _ = decide(lists, mine, "news.example")
+    assert fast.blocked and fast.rule == "deny list"  # the group's own entries still hold
+    fast, _ = decide(lists, mine, "locked.example")
+    assert fast.blocked and fast.category == "terrorism"
+
+
+def test_a_device_is_found_by_mac_first_then_by_address() -> None:
+    group = Group("ks2")
+    group.set_devices({"aa:bb:cc:00:00:01": {}, "10.1.0.9": {}})
+    by_mac = group.for_device("aa:bb:cc:00:00:01", "10.1.0.9")
+    assert by_mac is group.devices["aa:bb:cc:00:00:01"]
+    assert group.for_device("aa:bb:cc:00:00:02", "10.1.0.9") is group.devices["10.1.0.9"]
+
+
+def test_between_the_group_and_the_device_the_newer_exception_wins() -> None:
+    laptop = "10.1.0.7"
+    group_block = PolicyException("g", "x.example", "ks2", "block", 4e9, "", 30.0, "t")
+    device_allow = for_device("x.example", laptop, created=20.0)
+    exceptions = [device_allow, group_block]
+    shared = group_overrides("ks2", [], [], exceptions)
+    assert device_overrides("ks2", shared, exceptions)[laptop][text_to_wire("x.example")].blocked
+    device_allow = for_device("x.example", laptop, created=40.0)
+    exceptions = [device_allow, group_block]
+    shared = group_overrides("ks2", [], [], exceptions)
+    found = device_overrides("ks2", shared, exceptions)[laptop][text_to_wire("x.example")]
+    assert found.action is Action.ALLOW
+
+
+def test_a_schedule_reaches_the_devices_copies() -> None:
+    group = Group("ks2", {"games": Action.BLOCK})
+    group.set_devices({"10.1.0.7": {}})
+    copy = group.devices["10.1.0.7"]
+    copy.memo[b"k"] = Decision(Action.BLOCK, "category")
+    group.set_actions({"games": Action.ALLOW})
+    assert copy.actions == {"games": Action.ALLOW} and copy.memo == {}

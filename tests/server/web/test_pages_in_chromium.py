@@ -205,9 +205,9 @@ def test_a_safeguarding_lead_acknowledges_an_alert_and_it_moves_to_closed(
 # --- unblock requests and the agent -------------------------------------------------------------
 
 
-def answer(agent: AgentThread, name: str) -> list[str]:
+def answer(agent: AgentThread, name: str, source: str = "127.0.0.1") -> list[str]:
     reply = dns.query.udp(
-        dns.message.make_query(name, "A"), "127.0.0.1", port=agent.port, timeout=3
+        dns.message.make_query(name, "A"), "127.0.0.1", port=agent.port, timeout=3, source=source
     )
     return [rr.to_text() for rrset in reply.answer for rr in rrset]
 
@@ -279,6 +279,8 @@ actions = {{ games = "block" }}
     expect(row).to_contain_text("poki.com")
     expect(row).to_contain_text("Our class plays the times-tables game in wet play")
     expect(form.get_by_label("For the group")).to_have_value("ks2")
+    # The narrowest approval is the one offered: the pupil's own device.
+    expect(form.get_by_label("this device only")).to_be_checked()
     form.get_by_role("combobox").select_option(label="1 hour")
     form.get_by_label("Reason (kept with the decision)").fill("Wet play, this afternoon only.")
     before = time.time()
@@ -291,7 +293,8 @@ actions = {{ games = "block" }}
     assert wait_for(lambda: answer(agent, "poki.com") == ALLOWED, timeout=10)
     assert agent.agent is not None
     granted = [e for e in agent.agent.exceptions if e.name == "poki.com"]
-    assert [(e.group, e.action) for e in granted] == [("ks2", "allow")]
+    assert [(e.group, e.device, e.action) for e in granted] == [("ks2", "127.0.0.1", "allow")]
+    assert answer(agent, "poki.com", source="127.0.0.2") == BLOCKED  # the rest of the class
     # For the hour chosen in the form, from the moment it was approved.
     assert before + 3_600 - 1 <= granted[0].expires <= after + 3_600 + 1
     decided = PolicyStore(demo.repo.engine).live_exceptions(demo_world.sites[NORTH].id)

@@ -4,6 +4,7 @@ each form (role, school, CSRF token)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from sqlalchemy import text
@@ -105,10 +106,35 @@ def test_roles_see_only_their_pages(world: World, browser: Callable[..., Browser
     tech, viewer = browser("tech-north"), browser("viewer-north")
     assert tech.get("/alerts").status_code == 403
     assert "Not allowed" in tech.get("/alerts").text
-    assert 'href="/alerts"' not in tech.get("/").text
+    assert 'href="/alerts' not in tech.get("/").text
     for path in ("/activity", "/devices", "/requests", "/alerts"):
         assert viewer.get(path).status_code == 403
     assert viewer.get("/").status_code == 200
+
+
+def _menu(page: str) -> dict[str, tuple[str, bool]]:
+    """The main menu's links: each item's link and whether it is marked as the page shown."""
+    menu = page[page.index('<nav aria-label="Main">') : page.index("</nav>")]
+    return {
+        label: (href, bool(current))
+        for href, current, label in re.findall(
+            r'<a href="([^"]*)"( aria-current="page")?>([^<]*)</a>', menu
+        )
+    }
+
+
+def test_the_menu_opens_the_work_waiting_and_stays_marked_on_every_tab(
+    world: World, browser: Callable[..., Browser]
+) -> None:
+    lead, tech = browser("lead-north"), browser("tech-north")
+    # The inbox and the devices to review, as the overview's figures open them.
+    assert _menu(lead.get("/").text)["Alerts"] == ("/alerts?state=open", False)
+    assert _menu(tech.get("/").text)["Devices"] == ("/devices?state=new", False)
+    for state in ("open", "closed", ""):
+        assert _menu(lead.get("/alerts", state=state).text)["Alerts"][1], state
+    for state in ("new", "approved", "known", ""):
+        assert _menu(tech.get("/devices", state=state).text)["Devices"][1], state
+    assert _menu(tech.get("/devices").text)["Overview"] == ("/", False)
 
 
 def test_a_technician_approves_a_device_and_marks_another_known(
@@ -153,18 +179,25 @@ def test_a_safeguarding_lead_sees_devices_but_does_not_review_them(
     assert answer.status_code == 403
 
 
-def test_an_unblock_request_is_approved_for_a_group_or_refused_with_a_reason(
+def test_an_unblock_request_is_approved_for_a_group_or_a_device_or_refused(
     world: World, browser: Callable[..., Browser]
 ) -> None:
     lead = browser("lead-north")
     waiting = lead.get("/requests", status="pending")
     assert waiting.text.count('action="/requests/decide"') == 3
     fields = _form_fields(waiting.text, "/requests/decide")
-    done = lead.post(
-        "/requests/decide",
-        {**fields, "decision": "approve", "group": "ks2", "duration": "1d", "note": "Topic work"},
-    )
+    approval = {**fields, "decision": "approve", "group": "ks2", "duration": "1d"}
+    # Whether for the device or the group is asked every time, never assumed.
+    unasked = lead.post("/requests/decide", {**approval, "note": "Topic work"})
+    assert unasked.status_code == 400 and "scope: device or group" in unasked.text
+    done = lead.post("/requests/decide", {**approval, "scope": "group", "note": "Topic work"})
     assert done.status_code == 303 and "done=approved" in done.headers["location"]
+    fields = _form_fields(lead.get("/requests", status="pending").text, "/requests/decide")
+    for_device = lead.post(
+        "/requests/decide",
+        {**fields, "decision": "approve", "scope": "device", "duration": "1h", "note": "Quiz"},
+    )
+    assert for_device.status_code == 303
     fields = _form_fields(lead.get("/requests", status="pending").text, "/requests/decide")
     refused = lead.post(
         "/requests/decide",
@@ -178,14 +211,22 @@ def test_an_unblock_request_is_approved_for_a_group_or_refused_with_a_reason(
                 " WHERE status != 'pending' ORDER BY status"
             )
         ).all()
-        granted = conn.execute(text("SELECT name, grp, reason FROM central_exceptions")).all()
-    assert [tuple(r) for r in decided] == [
+        granted = conn.execute(
+            text("SELECT name, grp, device, reason FROM central_exceptions ORDER BY created")
+        ).all()
+    assert sorted(tuple(r) for r in decided) == [
+        ("approved", "Quiz"),
         ("approved", "Topic work"),
         ("refused", "Not needed for lessons"),
     ]
-    assert [tuple(g) for g in granted] == [("north-games.example", "ks2", "Topic work")]
+    assert [tuple(g) for g in granted] == [
+        ("north-games.example", "ks2", "", "Topic work"),
+        ("north-games.example", "ks2", "10.0.0.1", "Quiz"),  # its MAC was not known
+    ]
     listed = lead.get("/requests", status="approved")
     assert "Topic work" in listed.text and "lead-north" in listed.text
+    policy = lead.get("/policy", site="north-primary")
+    assert "only the device 10.0.0.1" in policy.text
 
 
 def test_a_decision_needs_a_reason_and_the_decide_permission(
