@@ -21,7 +21,16 @@ from typing import Final
 from playwright.sync_api import Browser, sync_playwright
 
 from tests.support.chromium import LAPTOP, add_session, launch, unavailable
-from tests.support.demo_world import ADMIN, LEAD, TECHNICIAN, TIMEZONE, DemoWorld, make, serve
+from tests.support.demo_world import (
+    ADMIN,
+    LEAD,
+    SOUTH,
+    TECHNICIAN,
+    TIMEZONE,
+    DemoWorld,
+    make,
+    serve,
+)
 
 DEFAULT_DIR: Final = Path("docs/screenshots")
 
@@ -39,8 +48,12 @@ PAGES: Final = (
     Shot("overview.png", "/", ADMIN),
     Shot("alerts.png", "/alerts?state=open", LEAD, click="details.review summary"),
     Shot("requests.png", "/requests?status=pending", ADMIN),
-    Shot("devices.png", "/devices", TECHNICIAN),
-    Shot("activity.png", "/activity", ADMIN),
+    Shot("devices.png", "/devices?state=new", TECHNICIAN),
+    Shot("activity.png", "/activity?kind=dns", ADMIN),
+    Shot("policy.png", "/policy", TECHNICIAN),
+    Shot("ai-use.png", "/ai-use?days=7", ADMIN),
+    Shot("indicators.png", "/indicators", ADMIN),
+    Shot("review.png", f"/review?site={SOUTH}", ADMIN),
 )
 
 

@@ -48,14 +48,21 @@ class NavItem:
     path: str
     label: str  # the English message id
     permission: Permission
+    # The tab the menu opens, for a list whose work is one of its tabs. The item is marked as
+    # the page being shown by ``path`` alone, so it stays marked on the list's other tabs.
+    query: str = ""
+
+    @property
+    def href(self) -> str:
+        return f"{self.path}?{self.query}" if self.query else self.path
 
 
 # The order of the menu: the day's picture first, then what needs doing, then the records.
 NAV: Final = (
     NavItem("/", N_("Overview"), Permission.STATS),
-    NavItem("/alerts", N_("Alerts"), Permission.ALERTS),
-    NavItem("/requests", N_("Unblock requests"), Permission.REQUESTS),
-    NavItem("/devices", N_("Devices"), Permission.DEVICES),
+    NavItem("/alerts", N_("Alerts"), Permission.ALERTS, "state=open"),
+    NavItem("/requests", N_("Unblock requests"), Permission.REQUESTS, "status=pending"),
+    NavItem("/devices", N_("Devices"), Permission.DEVICES, "state=new"),
     NavItem("/activity", N_("Activity"), Permission.EVENTS),
     NavItem("/policy", N_("Policy"), Permission.STATS),
     NavItem("/ai-use", N_("AI use"), Permission.STATS),

@@ -130,10 +130,13 @@ def test_the_menu_opens_the_work_waiting_and_stays_marked_on_every_tab(
     # The inbox and the devices to review, as the overview's figures open them.
     assert _menu(lead.get("/").text)["Alerts"] == ("/alerts?state=open", False)
     assert _menu(tech.get("/").text)["Devices"] == ("/devices?state=new", False)
+    assert _menu(lead.get("/").text)["Unblock requests"] == ("/requests?status=pending", False)
     for state in ("open", "closed", ""):
         assert _menu(lead.get("/alerts", state=state).text)["Alerts"][1], state
     for state in ("new", "approved", "known", ""):
         assert _menu(tech.get("/devices", state=state).text)["Devices"][1], state
+    for status in ("pending", "approved", "refused", ""):
+        assert _menu(lead.get("/requests", status=status).text)["Unblock requests"][1], status
     assert _menu(tech.get("/devices").text)["Overview"] == ("/", False)
 
 
