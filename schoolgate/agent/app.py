@@ -97,6 +97,7 @@ from schoolgate.agent.policy.groups import GroupMatcher
 from schoolgate.agent.policy.identity import Device, read_devices
 from schoolgate.agent.policy.schedules import active_schedules
 from schoolgate.agent.stats import N_TYPES, Counters, Outcome, Tallies, slot
+from schoolgate.service_manager import ServiceManager
 
 if TYPE_CHECKING:
     from schoolgate.agent.activity.uploader import UploadCounters, Uploader
@@ -613,6 +614,9 @@ class Agent:
         self.policy_sync: PolicySync | None = None
         self.status: StatusReports | None = None  # with a collector: heartbeats, policy tests
         self.started_at = time.time()
+        # systemd, when the agent runs as a Type=notify unit: told once it answers questions.
+        self.service = ServiceManager()
+        self._keepalive: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         started = time.monotonic()
@@ -658,6 +662,18 @@ class Agent:
             ", ".join(u.label for u in self.config.upstreams),
             time.monotonic() - started,
         )
+        self.service.ready(
+            f"serving on {', '.join(f'{h}:{p}' for h, p in self.addresses)}, {lists.count:,} names"
+        )
+        if self.service.watchdog_seconds is not None:
+            self._keepalive = asyncio.create_task(self._keep_alive(self.service.watchdog_seconds))
+
+    async def _keep_alive(self, every: float) -> None:
+        """The watchdog's keep-alive, from the event loop the questions are answered on: a
+        loop stuck in one call stops it, and systemd restarts the agent."""
+        while True:
+            self.service.alive()
+            await asyncio.sleep(every / 2)
 
     async def _lists(self, config: AgentConfig, first: bool) -> CompiledLists:
         sources = list_sources(config)
@@ -1169,6 +1185,10 @@ class Agent:
 
     async def stop(self, grace: float = 3.0) -> None:
         """Stop reading, answer what is in flight (up to ``grace`` seconds), close."""
+        self.service.stopping()
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
         await self.jobs.stop()
         await self._stop_status()
         await self._stop_monitor()

@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import logging
 import re
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -40,6 +41,7 @@ from schoolgate.server.metrics import CollectorMetrics
 from schoolgate.server.notify.service import Notifier
 from schoolgate.server.repository import SiteExists, SqlRepository
 from schoolgate.server.settings import CollectorSettings, load, local_zone
+from schoolgate.service_manager import ServiceManager
 
 log = logging.getLogger("schoolgate.server")
 
@@ -193,18 +195,36 @@ def _serve(repo: SqlRepository, settings: CollectorSettings) -> int:
         port,
         repo.engine.url.render_as_string(),
     )
+    config = uvicorn.Config(
+        create_app(repo, settings, metrics),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+    )
     try:
-        uvicorn.run(
-            create_app(repo, settings, metrics),
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-            server_header=False,
-        )
+        _Server(config, ServiceManager()).run()
     finally:
         scheduler.shutdown(wait=False)
     return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling systemd when it listens and when it stops."""
+
+    def __init__(self, config: uvicorn.Config, service: ServiceManager) -> None:
+        super().__init__(config)
+        self.service = service
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:  # not when the address could not be bound: uvicorn then exits
+            self.service.ready(f"serving on {self.config.host}:{self.config.port}")
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.service.stopping()
+        await super().shutdown(sockets)
 
 
 def build_parser() -> argparse.ArgumentParser:
