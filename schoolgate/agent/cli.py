@@ -46,6 +46,7 @@ from schoolgate.agent.policy.exceptions import (
 )
 from schoolgate.agent.policy.identity import read_devices
 from schoolgate.agent.policy.schedules import active_schedules
+from schoolgate.config_check import unreadable_file, unusable_directory
 
 log = logging.getLogger("schoolgate.agent")
 
@@ -234,6 +235,16 @@ def _parser() -> argparse.ArgumentParser:
         "--site", metavar="NAME", help="the site's name on the collector (collector.site)"
     )
 
+    config_cmd = sub.add_parser("config", help="check the configuration before a start")
+    config_sub = config_cmd.add_subparsers(dest="config_command", required=True)
+    config_arg(
+        config_sub.add_parser(
+            "check",
+            help="load the configuration as run does, and check the files it names, without"
+            " starting anything (exit 2 when run would refuse it)",
+        )
+    )
+
     check = sub.add_parser("check", help="explain what the filter does with a name")
     config_arg(check)
     check.add_argument("name")
@@ -375,6 +386,8 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         if args.command == "run":
             return _run(load)
+        if args.command == "config":
+            return _config_check(load())
         if args.command == "check":
             return _check(load(), args.name, args.client, args.type, args.at)
         if args.command == "allow":
@@ -409,6 +422,31 @@ def _lists_command(args: argparse.Namespace, config: AgentConfig) -> int:
     if command == "status":
         return cli_lists.status(config, args.format)
     return cli_lists.sources(config)
+
+
+def _config_check(config: AgentConfig) -> int:
+    """``config check``, the unit's ``ExecStartPre=``: ``load`` has checked every key and the
+    files a start cannot do without (the collector's token, list files). What is left is
+    what ``run`` opens later: the state directory, which it cannot start without, and files
+    it carries on without (a lease file the DHCP server has not written yet), which are
+    warnings."""
+    problem = unusable_directory(config.state_dir)
+    if problem is not None:
+        raise ConfigError(config.source, "server.state_dir", str(config.state_dir), problem)
+    named = [
+        (f"identity.lease_files[{i}]", path) for i, path in enumerate(config.identity.lease_files)
+    ]
+    if config.upstream_ca_file is not None:
+        named.append(("upstream.tls_ca_file", config.upstream_ca_file))
+    named += [(f"lists ({entry.name})", entry.path) for entry in config.lists]
+    for key, path in named:
+        problem = unreadable_file(path)
+        if problem is not None:
+            warning = ConfigError(config.source, key, str(path), problem)
+            print(f"schoolgate-agent: warning: {warning}", file=sys.stderr)
+    listen = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in config.listen)
+    print(f"configuration OK: {config.source} (DNS on {listen}; state in {config.state_dir})")
+    return 0
 
 
 def _raise_file_limit() -> None:

@@ -5,6 +5,7 @@
     schoolgate-collector site add NAME [--config FILE]  register a school; prints its token once
     schoolgate-collector site list [--config FILE]
     schoolgate-collector run [--config FILE] [--listen ADDR:PORT]
+    schoolgate-collector config check [--config FILE]   load it as run does, open nothing
     schoolgate-collector policy|exception|request ...   the central policy (see cli_policy)
     schoolgate-collector user add|list|disable|token ... who signs in (see cli_users)
     schoolgate-collector notify log|test ...            alert notifications (see cli_notify)
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import re
 import socket
 import sys
@@ -33,10 +35,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from schoolgate import __version__
 from schoolgate.agent.config import ConfigError, parse_address
+from schoolgate.config_check import unusable_directory
 from schoolgate.server import cli_notify, cli_policy, cli_users
 from schoolgate.server.app import create_app
 from schoolgate.server.db import migrate
-from schoolgate.server.db.engine import DatabaseUrlError, open_engine
+from schoolgate.server.db.engine import DatabaseUrlError, database_url, open_engine
 from schoolgate.server.metrics import CollectorMetrics
 from schoolgate.server.notify.service import Notifier
 from schoolgate.server.repository import SiteExists, SqlRepository
@@ -88,6 +91,33 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         print(f"the database is at revision {after} already")
     else:
         print(f"database upgraded from revision {before or '(empty)'} to {after}")
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    """``config check``, the unit's ``ExecStartPre=``: the settings as ``run`` loads them
+    (every key, the notification secrets), and the SQLite database's directory, which ``run``
+    makes when it is missing. Nothing is connected to: a PostgreSQL still starting is
+    ``run``'s to wait for."""
+    settings = _settings(args)
+    shown = str(args.config) if args.config is not None else "(defaults)"
+    url = database_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database:
+        path = Path(url.database)
+        if path.parent == settings.state_dir:
+            key, value = "server.state_dir", str(settings.state_dir)
+        else:
+            key, value = "database.url", url.render_as_string()
+        problem = unusable_directory(path.parent)
+        if problem is None and path.exists() and not os.access(path, os.R_OK | os.W_OK):
+            problem = f"{path} cannot be read and written by this user"
+        if problem is not None:
+            raise ConfigError(shown, key, value, problem)
+    host, port = settings.listen
+    print(
+        f"configuration OK: {shown} (API on {f'[{host}]' if ':' in host else host}:{port};"
+        f" database {url.render_as_string()})"
+    )
     return 0
 
 
@@ -241,6 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = with_config(commands.add_parser("run", help="serve the API"))
     run.add_argument("--listen", metavar="ADDR:PORT", help="replaces server.listen")
     run.set_defaults(func=cmd_run)
+    config = commands.add_parser("config", help="check the configuration before a start")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    with_config(
+        config_commands.add_parser(
+            "check", help="load the configuration as run does, without opening the database"
+        )
+    ).set_defaults(func=cmd_config_check)
     with_config(commands.add_parser("init-db", help="make the schema")).set_defaults(
         func=cmd_init_db
     )
