@@ -108,10 +108,23 @@ def read_neighbours(arp_table: Path = ARP_TABLE) -> dict[str, str]:
                 timeout=5,
                 check=False,
             )
+            if out.returncode != 0:
+                _neighbours_failed(f"exit {out.returncode}: {out.stderr.strip()[:200]}")
             found.update(parse_ip_neigh(out.stdout))
-        except (OSError, subprocess.TimeoutExpired):
-            pass
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            _neighbours_failed(str(exc))
     return found
+
+
+_warned: set[str] = set()
+
+
+def _neighbours_failed(why: str) -> None:
+    """Said once a process: the table is read every minute or so, and a sandbox that refuses
+    it refuses it every time. IPv6 devices then go without their MAC address."""
+    if not _warned:
+        _warned.add(why)
+        log.warning("cannot read the IPv6 neighbour table with 'ip -6 neigh' (%s)", why)
 
 
 # --- DHCP lease files ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from schoolgate.agent.policy import identity
 from schoolgate.agent.policy.identity import (
     Device,
     Lease,
@@ -185,3 +186,21 @@ def test_the_wire_beats_a_stale_lease() -> None:
         "10.0.0.2": Device("aa:bb:cc:00:00:99", ""),
         "10.0.0.3": Device("aa:bb:cc:00:00:03", ""),
     }
+
+
+def test_an_ip_command_that_fails_is_said_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As under a sandbox that refuses it the calls it needs: it exits 1 and reads nothing.
+    ip = tmp_path / "ip"
+    ip.write_text("#!/bin/sh\necho 'Operation not permitted' >&2\nexit 1\n", encoding="utf-8")
+    ip.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(identity, "_warned", set())
+    arp = tmp_path / "arp"
+    arp.write_text("IP address HW type Flags HW address Mask Device\n", encoding="utf-8")
+    for _ in range(3):
+        assert identity.read_neighbours(arp) == {}
+    assert [r.getMessage() for r in caplog.records] == [
+        "cannot read the IPv6 neighbour table with 'ip -6 neigh' (exit 1: Operation not permitted)"
+    ]
