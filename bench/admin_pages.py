@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/admin_pages.py [--database sqlite|postgresql|both]
         [--events 500000] [--devices 1000] [--other-schools 19] [--repeat 10]
+        [--page /activity ...]
 
 For each database, in a fresh one (as ``collector_search``): one school's day of
 ``--events`` events (``collector_search.day_of_events``; one lookup in fifty of a generative
@@ -10,7 +11,9 @@ traffic each, all through the collector's own ingest. Then the collector's app i
 in-process (its Starlette app over an ASGI transport: no sockets, the same handlers, queries,
 templates and translations) to a district admin who signed in through the sign-in form, and
 each page is fetched ``--repeat`` times, for the district and for the big school; the median,
-95th percentile and slowest are printed. Nothing here runs in CI; tests never assert on timing.
+95th percentile and slowest are printed; ``--page`` (as often as wanted) times only the pages
+that start with it, for the district and the big school. Nothing here runs in CI; tests never
+assert on timing.
 """
 
 from __future__ import annotations
@@ -121,6 +124,11 @@ async def time_pages(app: object, pages: Sequence[str], repeat: int) -> None:
             )
 
 
+def chosen(pages: Sequence[str], wanted: Sequence[str] | None) -> list[str]:
+    """The ``pages`` that start with one of ``wanted``; all of them when none is wanted."""
+    return [p for p in pages if not wanted or p.startswith(tuple(wanted))]
+
+
 def run(kind: str, args: argparse.Namespace, work: Path) -> None:
     with database(kind, work, args.postgresql, "bench_pages") as url:
         engine = open_engine(url)
@@ -143,11 +151,11 @@ def run(kind: str, args: argparse.Namespace, work: Path) -> None:
                 work,
             )
             app = create_app(repo, settings)
-            print("the district (20 schools):")
-            asyncio.run(time_pages(app, PAGES, args.repeat))
+            print(f"the district ({args.other_schools + 1} schools):")
+            asyncio.run(time_pages(app, chosen(PAGES, args.page), args.repeat))
             print("the big school:")
             school = [p + ("&" if "?" in p else "?") + "site=big-school" for p in SCHOOL_PAGES]
-            asyncio.run(time_pages(app, school, args.repeat))
+            asyncio.run(time_pages(app, chosen(school, args.page), args.repeat))
         finally:
             engine.dispose()
 
@@ -161,6 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--other-schools", type=int, default=19)
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--page", action="append", help="time only the pages starting with this (repeatable)"
+    )
     args = parser.parse_args(argv)
     kinds = ("sqlite", "postgresql") if args.database == "both" else (args.database,)
     with tempfile.TemporaryDirectory() as work:

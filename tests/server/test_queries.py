@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import Select, insert
 
 from schoolgate.agent.activity.events import EventKind, Severity
 from schoolgate.event_batch import ShippedEvent
+from schoolgate.server.db import migrate
+from schoolgate.server.db.engine import open_engine
 from schoolgate.server.db.schema import UnblockRequest
 from schoolgate.server.queries import (
     DEVICE_KEY,
     EVENT_KEY,
+    EVENT_KEY_COLUMNS,
     REQUEST_KEY,
     DeviceFilter,
     EventFilter,
@@ -168,6 +173,174 @@ def test_pages_with_equal_times_neither_skip_nor_repeat(
         keys = everything(queries.events, f, limit, ("time", "site_id", "seq"), EVENT_KEY)
         assert len(keys) == len(set(keys)) == 98
         assert keys == sorted(keys, reverse=True)
+
+
+def event_keys(page: Page) -> list[Key]:
+    return [(row["time"], row["site_id"], row["seq"]) for row in page.rows]
+
+
+def test_a_search_over_sites_interleaves_them_newest_first(repo: SqlRepository) -> None:
+    a, b, c = (repo.add_site(name)[0] for name in ("a-school", "b-school", "c-school"))
+    at = NOW - 600
+    repo.ingest(a, "k", [dns(1, at), dns(2, at), dns(3, at + 2), dns(4, at + 5)], 0)
+    repo.ingest(b, "k", [dns(1, at), dns(2, at + 2), dns(3, at + 3)], 0)
+    repo.ingest(c, "k", [dns(7, at + 1), dns(8, at + 5)], 0)
+    queries = EventQueries(repo.engine)
+    # Equal times: the higher site first, then the higher sequence number.
+    newest_first = [
+        (at + 5, c.id, 8),
+        (at + 5, a.id, 4),
+        (at + 3, b.id, 3),
+        (at + 2, b.id, 2),
+        (at + 2, a.id, 3),
+        (at + 1, c.id, 7),
+        (at, b.id, 1),
+        (at, a.id, 2),
+        (at, a.id, 1),
+    ]
+    for sites in ((a.id, b.id, c.id), (c.id, a.id, b.id), (b.id, a.id, c.id, a.id)):
+        for limit in range(1, 11):
+            keys = everything(
+                queries.events, EventFilter(sites), limit, EVENT_KEY_COLUMNS, EVENT_KEY
+            )
+            assert keys == newest_first, (sites, limit)
+    assert event_keys(queries.events(EventFilter((a.id, c.id), since=at + 1), 10)) == [
+        (at + 5, c.id, 8),
+        (at + 5, a.id, 4),
+        (at + 2, a.id, 3),
+        (at + 1, c.id, 7),
+    ]
+    # An end and a key: whichever is earlier decides.
+    ends = EventFilter((a.id, b.id, c.id), until=at + 3)
+    assert event_keys(queries.events(ends, 10, (at + 5, a.id, 4))) == newest_first[3:]
+    assert event_keys(queries.events(ends, 10, (at + 2, b.id, 2))) == newest_first[4:]
+    assert event_keys(queries.events(ends, 10, (at + 1, c.id, 7))) == newest_first[6:]
+    assert queries.events(EventFilter(()), 10) == Page([], None)
+
+
+def district_day(seq: int) -> ShippedEvent:
+    """One of a day's events, varied by its number so that every filter picks some: devices
+    and groups shared by the schools (their networks are alike), three events an instant."""
+    alert = seq % 10 == 0
+    return ShippedEvent(
+        seq=seq,
+        kind=EventKind.ALERT if alert else (EventKind.DEVICE if seq % 13 == 0 else EventKind.DNS),
+        time=NOW - 5 * HOUR + (seq // 3) * 60,
+        client_ip=f"10.0.0.{seq % 5}",
+        mac=f"aa:bb:cc:00:00:{seq % 6:02d}",
+        hostname=f"laptop-{seq % 4}",
+        group=("ks2", "ks3", "staff")[seq % 3],
+        name=("www.games.example", "games.example", "news.example", "a.b.example")[seq % 4],
+        action="block" if seq % 2 else "allow",
+        categories=(("games", "social") if seq % 7 == 0 else ("games",)) if seq % 2 else (),
+        severity=Severity.HIGH if alert and seq % 20 == 0 else Severity.LOW if alert else None,
+    )
+
+
+DISTRICT_SEARCHES: list[dict[str, Any]] = [
+    {},
+    {"client": "10.0.0.3"},
+    {"mac": "aa:bb:cc:00:00:04"},
+    {"hostname": "laptop-1"},
+    {"group": "ks3"},
+    {"name": "games.example"},
+    {"category": "social"},
+    {"action": "block"},
+    {"kinds": ("alert",)},
+    {"kinds": ("alert",), "severity": "high"},
+    {"kinds": ("dns", "device")},
+    {"since": NOW - 4 * HOUR, "until": NOW - 2 * HOUR},
+    {"group": "ks2", "action": "allow", "hostname": "laptop-2"},
+    {"received_by": 0.0},
+]
+
+
+@pytest.fixture
+def district(repo: SqlRepository) -> list[SiteRef]:
+    """A large school (240 events) and four small ones (12 to 30), on one morning."""
+    sites = [repo.add_site(f"school-{n}")[0] for n in range(5)]
+    repo.ingest(sites[0], "k", [district_day(s) for s in range(1, 241)], 0)
+    for n, site in enumerate(sites[1:], 1):
+        repo.ingest(site, "k", [district_day(s) for s in range(n * 7, n * 7 + 6 * (n + 1))], 0)
+    return sites
+
+
+@pytest.mark.parametrize("asked", DISTRICT_SEARCHES, ids=lambda asked: ",".join(asked) or "all")
+def test_a_district_search_is_its_schools_searches_merged(
+    repo: SqlRepository, district: list[SiteRef], asked: dict[str, Any]
+) -> None:
+    queries = EventQueries(repo.engine)
+    found = EventFilter(tuple(site.id for site in district), **asked)
+
+    def each_school(f: EventFilter) -> list[Key]:
+        return [
+            key for s in f.sites for key in event_keys(queries.events(replace(f, sites=(s,)), 1000))
+        ]
+
+    expected = sorted(each_school(found), reverse=True)
+    assert expected or asked == {"received_by": 0.0}
+    for limit in (1, 7, 50, 1000):
+        assert everything(queries.events, found, limit, EVENT_KEY_COLUMNS, EVENT_KEY) == expected
+
+
+class CountingQueries(EventQueries):
+    """The rows each read of a search asked for."""
+
+    asked: list[int]
+
+    def _events_query(self, f: EventFilter, most: int, after: Key | None) -> Select[Any]:
+        self.asked.append(most)
+        return super()._events_query(f, most, after)
+
+
+def test_a_large_page_over_sites_reads_little_more_than_it_returns(
+    repo: SqlRepository, district: list[SiteRef]
+) -> None:
+    # An export reads thousands of rows a page: the sites are read as the merge needs them,
+    # not a whole page from each.
+    queries = CountingQueries(repo.engine)
+    found = EventFilter(tuple(site.id for site in district))
+    for limit in (100, 300):
+        queries.asked = []
+        page = queries.events(found, limit)
+        assert len(page.rows) == min(limit, 240 + 12 + 18 + 24 + 30)
+        assert sum(queries.asked) <= 3 * (limit + 1) + 11 * len(district), limit
+    queries.asked = []
+    rows = queries.events(EventFilter((district[1].id,)), 5).rows
+    assert len(rows) == 5 and queries.asked == [6]  # one school: one read, as ever
+
+
+@pytest.mark.parametrize(
+    ("asked", "index"),
+    [
+        ({}, "ix_events_site_time"),
+        ({"client": "10.0.0.2"}, "ix_events_site_client"),
+        ({"mac": "aa:bb:cc:00:00:01"}, "ix_events_site_mac"),
+        ({"hostname": "laptop-1"}, "ix_events_site_hostname"),
+        ({"name": "games.example"}, "ix_events_site_rname"),
+        ({"kinds": ("alert",)}, "ix_events_site_alerts"),
+    ],
+)
+def test_sqlite_reads_every_page_by_the_searchs_index(
+    tmp_path: Path, asked: dict[str, Any], index: str
+) -> None:
+    # SQLite plans without statistics or the values bound: the shape of the statement decides,
+    # and with a start, an end and a key on ``time`` it took the time index for a device.
+    engine = open_engine(f"sqlite:///{tmp_path / 'plans.sqlite'}")
+    migrate.init(engine)
+    queries = EventQueries(engine)
+    found = EventFilter((1,), since=NOW - DAY, until=NOW, **asked)
+    try:
+        with engine.connect() as conn:
+            for after in (None, (NOW - HOUR, 1, 99)):
+                compiled = queries._events_query(found, 8, after).compile(
+                    engine, compile_kwargs={"render_postcompile": True}
+                )
+                bound = tuple(compiled.params[name] for name in compiled.positiontup or ())
+                plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", bound).all()
+                assert f"USING INDEX {index} " in plan[0][3], (after, plan)
+    finally:
+        engine.dispose()
 
 
 def test_counting_stops_at_the_cap(repo: SqlRepository, two_sites: tuple[SiteRef, SiteRef]) -> None:
