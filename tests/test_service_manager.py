@@ -91,9 +91,7 @@ def test_the_agent_is_ready_once_it_answers_and_says_when_it_stops(
     args = ("--listen", f"127.0.0.1:{port}", "--upstream", upstream.url)
     state = ("--state-dir", str(tmp_path / "state"), "--list", f"adult={adult}")
     with open(tmp_path / "agent.log", "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(
-            agent_command("run", *args, *state), stderr=log, text=True, env=env
-        )
+        proc = subprocess.Popen(agent_command("run", *args, *state), stderr=log, text=True, env=env)
         try:
             ready = received(sock)
             assert ready[0] == "READY=1"
