@@ -31,8 +31,8 @@ from pathlib import Path
 
 import httpx
 import msgspec
-from collector_load import POSTGRESQL, database
-from collector_search import DAY, load_district
+from collector_load import database
+from collector_search import DAY, district_options, load_district
 
 from schoolgate.agent.activity.events import EventKind
 from schoolgate.event_batch import ShippedEvent
@@ -162,13 +162,7 @@ def run(kind: str, args: argparse.Namespace, work: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--database", choices=("sqlite", "postgresql", "both"), default="both")
-    parser.add_argument("--postgresql", default=POSTGRESQL, help="PostgreSQL URL")
-    parser.add_argument("--events", type=int, default=500_000)
-    parser.add_argument("--devices", type=int, default=1_000)
-    parser.add_argument("--other-schools", type=int, default=19)
-    parser.add_argument("--repeat", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=1)
+    district_options(parser, repeat=10)
     parser.add_argument(
         "--page", action="append", help="time only the pages starting with this (repeatable)"
     )

@@ -217,15 +217,20 @@ def run(kind: str, args: argparse.Namespace, work: Path) -> None:
             engine.dispose()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+def district_options(parser: argparse.ArgumentParser, repeat: int) -> None:
+    """The options of a bench over the district ``load_district`` makes."""
     parser.add_argument("--database", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--postgresql", default=POSTGRESQL, help="PostgreSQL URL")
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--devices", type=int, default=1_000)
     parser.add_argument("--other-schools", type=int, default=19)
-    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--repeat", type=int, default=repeat)
     parser.add_argument("--seed", type=int, default=1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    district_options(parser, repeat=15)
     args = parser.parse_args(argv)
     kinds = ("sqlite", "postgresql") if args.database == "both" else (args.database,)
     with tempfile.TemporaryDirectory() as work:
