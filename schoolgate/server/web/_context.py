@@ -6,17 +6,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar, TypeVarTuple, Unpack
+from typing import NamedTuple, TypeVar, TypeVarTuple, Unpack
 from urllib.parse import urlencode
 
 import anyio
+from starlette.requests import Request
 
 from schoolgate.agent.policy.categories import Taxonomy, bundled
 from schoolgate.server.admin_api import AdminApi, Scope
 from schoolgate.server.agent_status import AgentStatuses
 from schoolgate.server.audit import AuditLog
-from schoolgate.server.auth import Principal
+from schoolgate.server.auth import Permission, Principal
 from schoolgate.server.errors import ApiError, in_thread
+from schoolgate.server.params import Params
 from schoolgate.server.policies import PolicyStore
 from schoolgate.server.queries import EventQueries, Key, encode_cursor
 from schoolgate.server.reviews import Reviews
@@ -27,6 +29,16 @@ from schoolgate.server.web._session import WebAuth
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
+
+
+class PeriodView(NamedTuple):
+    """A page of figures over the last ``days``, for ``site`` (or every site: "")."""
+
+    principal: Principal
+    t: Translator
+    site: str
+    days: int
+    scope: Scope
 
 
 @dataclass
@@ -46,6 +58,17 @@ class WebContext:
 
     async def run(self, work: Callable[[Unpack[Ts]], T], *args: *Ts) -> T:
         return await in_thread(self.limiter, work, *args)
+
+    async def period(self, request: Request, periods: Sequence[str], default: str) -> PeriodView:
+        """What a page of figures over the last days is asked for: the signed-in user (who
+        may see statistics), one school (``site``) or all they see, and ``days`` among
+        ``periods``."""
+        principal = await self.web.require(request, Permission.STATS)
+        t = self.render.translator(request)
+        params = Params(request, ("site", "days"), t.zone)
+        site = params.text("site", 64)
+        days = int(params.choice("days", periods) or default)
+        return PeriodView(principal, t, site, days, await self.scope(principal, site))
 
     async def scope(self, principal: Principal, site: str) -> Scope:
         """The sites a page covers: the one chosen (``site``, a name), or every site the

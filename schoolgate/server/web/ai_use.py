@@ -17,7 +17,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from schoolgate.server.auth import Permission
-from schoolgate.server.params import Params
 from schoolgate.server.rollups import day_of
 from schoolgate.server.web import _charts
 from schoolgate.server.web._context import WebContext
@@ -40,12 +39,7 @@ class AiUsePage:
 
     async def show(self, request: Request) -> Response:
         ctx = self.ctx
-        principal = await ctx.web.require(request, Permission.STATS)
-        t = ctx.render.translator(request)
-        params = Params(request, ("site", "days"), t.zone)
-        site = params.text("site", 64)
-        days = int(params.choice("days", PERIODS) or "30")
-        scope = await ctx.scope(principal, site)
+        principal, t, site, days, scope = await ctx.period(request, PERIODS, "30")
         now = time.time()
         daily = await daily_totals(ctx, t, scope.ids, days, now, CATEGORY)
         since = daily.since

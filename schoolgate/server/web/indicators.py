@@ -13,9 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from schoolgate.server.auth import Permission
 from schoolgate.server.indicators import ACK_TARGET, school_indicators
-from schoolgate.server.params import Params
 from schoolgate.server.web._context import WebContext
 from schoolgate.server.web.overview import DAY
 
@@ -28,12 +26,7 @@ class IndicatorsPage:
 
     async def show(self, request: Request) -> Response:
         ctx = self.ctx
-        principal = await ctx.web.require(request, Permission.STATS)
-        t = ctx.render.translator(request)
-        params = Params(request, ("site", "days"), t.zone)
-        site = params.text("site", 64)
-        days = int(params.choice("days", PERIODS) or "30")
-        scope = await ctx.scope(principal, site)
+        principal, _, site, days, scope = await ctx.period(request, PERIODS, "30")
         now = time.time()
         since = now - days * DAY
         sites = [s for s in await ctx.run(ctx.queries.sites) if s["id"] in scope.ids]
