@@ -43,18 +43,8 @@ class ServiceManager:
         """The service is serving: listeners open, lists loaded."""
         return self._send("READY=1", *_status(status))
 
-    def reloading(self) -> bool:
-        return self._send("RELOADING=1")
-
-    def reloaded(self, status: str = "") -> bool:
-        return self._send("READY=1", *_status(status))
-
     def stopping(self) -> bool:
         return self._send("STOPPING=1")
-
-    def status(self, text: str) -> bool:
-        """A line for ``systemctl status``."""
-        return self._send(*_status(text))
 
     def alive(self) -> bool:
         """The watchdog's keep-alive."""
