@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import dns.message
@@ -19,6 +20,12 @@ def answer(agent: AgentThread, name: str, source: str) -> list[str]:
     query = dns.message.make_query(name, "A")
     reply = dns.query.udp(query, "127.0.0.1", port=agent.port, timeout=3, source=source)
     return [rr.to_text() for rrset in reply.answer for rr in rrset]
+
+
+def allow(tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """``schoolgate-agent allow game.example --group ks2 OPTIONS`` on the test's agent."""
+    config = ("--config", str(tmp_path / "agent.toml"))
+    return run_agent_command("allow", "game.example", "--group", "ks2", *options, *config)
 
 
 def groups(lease_file: Path) -> str:
@@ -92,18 +99,7 @@ def test_an_exception_granted_on_the_command_line_applies_and_expires(
     leases.write_text("", encoding="utf-8")
     agent = make_agent(groups(leases))
     assert answer(agent, "game.example", "127.0.0.2") == ["0.0.0.0"]
-    granted = run_agent_command(
-        "allow",
-        "game.example",
-        "--group",
-        "ks2",
-        "--for",
-        "3s",
-        "--reason",
-        "club",
-        "--config",
-        str(tmp_path / "agent.toml"),
-    )
+    granted = allow(tmp_path, "--for", "3s", "--reason", "club")
     assert granted.returncode == 0, granted.stderr
     assert "allowed for group ks2" in granted.stdout
 
@@ -122,18 +118,7 @@ def test_an_exception_for_one_device_follows_its_mac_and_no_one_else(
     leases.write_text("0 aa:bb:cc:00:00:04 127.0.0.4 ks2-lab-04 *\n", encoding="utf-8")
     agent = make_agent(groups(leases))
     assert agent.agent is not None
-    granted = run_agent_command(
-        "allow",
-        "game.example",
-        "--group",
-        "ks2",
-        "--device",
-        "AA-BB-CC-00-00-04",
-        "--for",
-        "1h",
-        "--config",
-        str(tmp_path / "agent.toml"),
-    )
+    granted = allow(tmp_path, "--device", "AA-BB-CC-00-00-04", "--for", "1h")
     assert granted.returncode == 0, granted.stderr
     assert "allowed for device aa:bb:cc:00:00:04 in group ks2" in granted.stdout
     assert wait_for(lambda: answer(agent, "game.example", "127.0.0.4") == ["192.0.2.1"], 5)
@@ -144,18 +129,7 @@ def test_an_exception_for_one_device_follows_its_mac_and_no_one_else(
     assert answer(agent, "game.example", "127.0.0.6") == ["192.0.2.1"]
     listed = run_agent_command("exceptions", "list", "--config", str(tmp_path / "agent.toml"))
     assert "allow game.example for device aa:bb:cc:00:00:04 in group ks2" in listed.stdout
-    refused = run_agent_command(
-        "allow",
-        "game.example",
-        "--group",
-        "ks2",
-        "--device",
-        "ks2-lab-04",
-        "--for",
-        "1h",
-        "--config",
-        str(tmp_path / "agent.toml"),
-    )
+    refused = allow(tmp_path, "--device", "ks2-lab-04", "--for", "1h")
     assert refused.returncode == 2 and "neither a MAC address nor an IP address" in refused.stderr
 
 
