@@ -10,8 +10,10 @@
    ``DIR/collector/demo-admin.password`` (readable by this user only; a lost file means a new
    account with a new password).
 4. The collector runs on ``--collector-listen`` (127.0.0.1:8480), the agent on the bundled
-   default configuration (127.0.0.1:5353 and [::1]:5353) shipping its events to it. Arguments
-   not known here go to ``schoolgate-agent run`` (``--listen``, ``--upstream``, ...).
+   default configuration (127.0.0.1:5353 and [::1]:5353) shipping its events to it, with its
+   metrics on ``--metrics`` (127.0.0.1:9717). Arguments not known here go to
+   ``schoolgate-agent run`` (``--listen``, ``--upstream``, ...).
+5. Once the agent answers, it says where to point ``dig``, the browser and Prometheus.
 
 Ctrl-C (or SIGTERM) stops both; whichever stops first takes the other with it.
 """
@@ -22,6 +24,7 @@ import argparse
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from dnslib import DNSRecord
 from sqlalchemy import Engine, delete, select, update
 
 from schoolgate.agent.config import parse_address, user_state_dir
@@ -44,7 +48,11 @@ from schoolgate.server.users import UserStore
 SITE: Final = "demo-school"
 ADMIN: Final = "demo-admin"
 COLLECTOR_LISTEN: Final = "127.0.0.1:8480"
+METRICS_LISTEN: Final = "127.0.0.1:9717"
+AGENT_LISTEN: Final = "127.0.0.1:5353"  # the bundled configuration's first address
 _STARTUP_SECONDS: Final = 30.0
+# The first start compiles the bundled lists before the agent answers.
+_AGENT_STARTUP_SECONDS: Final = 120.0
 
 
 def _bin(program: str) -> str:
@@ -123,6 +131,55 @@ def _wait_healthy(url: str, collector: subprocess.Popen[bytes]) -> bool:
     return False
 
 
+def _wait_answering(host: str, port: int, agent: subprocess.Popen[bytes]) -> bool:
+    """True once the agent answers a question on ``host``:``port``."""
+    probe = DNSRecord.question("demo-probe.invalid").pack()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    deadline = time.monotonic() + _AGENT_STARTUP_SECONDS
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.5)
+        while time.monotonic() < deadline:
+            if agent.poll() is not None:
+                return False
+            try:
+                sock.sendto(probe, (host, port))
+                sock.recvfrom(4096)
+                return True
+            except OSError:
+                time.sleep(0.2)
+    return False
+
+
+def _where(address: str) -> str:
+    host, port = parse_address(address)
+    return f"{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def _banner(dns_at: str, url: str, metrics: str, password_file: Path) -> str:
+    """Where to point dig, the browser and Prometheus."""
+    host, port = parse_address(dns_at)
+    dig = f"dig @{host} -p {port}" if port != 53 else f"dig @{host}"
+    password = password_file.read_text(encoding="utf-8").strip()
+    return "\n".join(
+        [
+            "schoolgate demo: ready",
+            f"  DNS           {dig} www.example.org      (answered)",
+            f"                {dig} dns.google           (blocked)",
+            f"  admin pages   {url}/   user {ADMIN}, password {password}",
+            f"  metrics       http://{_where(metrics)}/metrics (agent), {url}/metrics (collector)",
+            "  Ctrl-C stops both.",
+        ]
+    )
+
+
+def _agent_listen(agent_args: Sequence[str]) -> str:
+    """Where the agent is first asked: the first --listen given to it, or the default's."""
+    given = argparse.ArgumentParser(add_help=False)
+    given.add_argument("--listen", action="append", default=[])
+    known, _ = given.parse_known_args(agent_args)
+    return known.listen[0] if known.listen else AGENT_LISTEN
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -140,11 +197,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--state-dir", type=Path, help="where both keep their files")
     parser.add_argument("--collector-listen", default=COLLECTOR_LISTEN, metavar="ADDR:PORT")
+    parser.add_argument("--metrics", default=METRICS_LISTEN, metavar="ADDR:PORT")
     args, agent_args = parser.parse_known_args(argv)
+    dns_at = _agent_listen(agent_args)
     try:
         host, port = parse_address(args.collector_listen)
+        parse_address(args.metrics)
+        dns_host, dns_port = parse_address(dns_at)
     except ValueError as exc:
-        parser.error(f"--collector-listen: {exc}")
+        parser.error(str(exc))
     base = args.state_dir.resolve() if args.state_dir else None
     collector_dir = base / "collector" if base else user_state_dir("schoolgate-collector")
     config, token_file = prepare_collector(collector_dir, args.collector_listen)
@@ -161,10 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 1
         print(
-            f"schoolgate demo: collector on {url} (site {SITE}, database in {collector_dir}); "
-            "starting the agent: dig @127.0.0.1 -p 5353 example.org\n"
-            f"schoolgate demo: admin pages on {url}/ (user {ADMIN}, password in "
-            f"{collector_dir / (ADMIN + '.password')})",
+            f"schoolgate demo: collector on {url} (site {SITE}, database in {collector_dir});"
+            " starting the agent (its first start compiles the lists)",
             file=sys.stderr,
             flush=True,
         )
@@ -177,14 +236,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             SITE,
             "--token-file",
             str(token_file),
+            "--metrics",
+            args.metrics,
         ]
         if base is not None:
             command += ["--state-dir", str(base / "agent")]
         agent = subprocess.Popen([*command, *agent_args])  # noqa: S603
         try:
+            if _wait_answering(dns_host, dns_port, agent):
+                password_file = collector_dir / f"{ADMIN}.password"
+                print(
+                    _banner(dns_at, url, args.metrics, password_file), file=sys.stderr, flush=True
+                )
             return _watch(agent, collector)
+        except KeyboardInterrupt:  # Ctrl-C before the agent answered
+            return 0
         finally:
             _stop(agent)
+    except KeyboardInterrupt:
+        return 0
     finally:
         _stop(collector)
 
