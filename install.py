@@ -645,6 +645,49 @@ def prepare_database(answers: CollectorAnswers | None) -> None:
     say(f"added the admin {answers.admin}; password, shown this once: {password}")
 
 
+WILDCARDS: Final = {"0.0.0.0", "::", "*"}
+
+
+def port_holders(listen: Sequence[str], ss_output: str) -> dict[str, set[str]]:
+    """The programs other than the agent already listening where the agent is to listen, from
+    ``ss -Hlnup``/``-Hlntp`` output: ``{"10.20.0.53:53": {"dnsmasq"}}``. Two sockets clash on
+    the same port when their addresses are the same or either is a wildcard."""
+    held: dict[str, set[str]] = {}
+    for line in ss_output.splitlines():
+        fields = line.split()
+        local = next((f for f in fields[3:5] if re.search(r":\d+$", f)), "")
+        host, _, port = local.rpartition(":")
+        host = host.strip("[]").partition("%")[0]
+        for program in re.findall(r'\(\("([^"]+)"', line):
+            if program.startswith("schoolgate"):
+                continue
+            for entry in listen:
+                ours, _, our_port = entry.rpartition(":")
+                ours = ours.strip("[]")
+                if our_port == port and (host in WILDCARDS or ours in WILDCARDS or host == ours):
+                    held.setdefault(entry, set()).add(program)
+    return held
+
+
+def warn_ports_taken() -> None:
+    """Say which program already holds an address the agent is to listen on: the start fails
+    there until it is stopped or moved (dnsmasq, most often)."""
+    try:
+        with AGENT.config.open("rb") as file:
+            listen = [str(e) for e in tomllib.load(file).get("server", {}).get("listen", [])]
+    except (OSError, tomllib.TOMLDecodeError):
+        return
+    udp, said_udp = attempt(["ss", "-Hlnup"])
+    tcp, said_tcp = attempt(["ss", "-Hlntp"])
+    if udp or tcp:
+        return
+    for entry, programs in sorted(port_holders(listen, said_udp + said_tcp).items()):
+        say(
+            f"warning: {entry} is taken by {', '.join(sorted(programs))}: the agent cannot"
+            " listen there until that stops or moves (docs/troubleshooting.md)"
+        )
+
+
 def systemd_running() -> bool:
     return Path("/run/systemd/system").is_dir()
 
@@ -701,6 +744,7 @@ def install(component: Component, args: argparse.Namespace) -> None:
     check_config(component)
     if component is AGENT:
         compile_lists(args.download)
+        warn_ports_taken()
     else:
         prepare_database(collector)
     install_unit(component, args.start)

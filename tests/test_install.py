@@ -125,6 +125,24 @@ def test_the_lan_addresses_come_from_ip_addr() -> None:
     assert found[0].address.network == ipaddress.IPv4Network("10.20.0.0/16")
 
 
+def test_programs_on_the_agent_s_ports_are_named() -> None:
+    shown = "\n".join(
+        [
+            'udp UNCONN 0 0 0.0.0.0:53 0.0.0.0:* users:(("dnsmasq",pid=812,fd=4))',
+            'udp UNCONN 0 0 127.0.0.53%lo:53 0.0.0.0:* users:(("systemd-resolve",pid=3,fd=13))',
+            'udp UNCONN 0 0 [::]:5353 [::]:* users:(("avahi-daemon",pid=5,fd=14))',
+            'tcp LISTEN 0 4096 10.20.0.53:53 0.0.0.0:* users:(("schoolgate-agent",pid=9,fd=7))',
+            "udp UNCONN 0 0 0.0.0.0:68 0.0.0.0:*",
+        ]
+    )
+    listen = ["10.20.0.53:53", "127.0.0.1:53", "[::1]:53"]
+    # dnsmasq on every address clashes with each; resolved's stub on 127.0.0.53 with none.
+    assert install.port_holders(listen, shown) == {entry: {"dnsmasq"} for entry in listen}
+    assert install.port_holders(["0.0.0.0:53"], shown) == {
+        "0.0.0.0:53": {"dnsmasq", "systemd-resolve"}
+    }
+
+
 # --- In a scratch root ----------------------------------------------------------------------
 
 
