@@ -548,7 +548,7 @@ def install_program(component: Component, extras: Sequence[str], wheels: Path | 
     )
     after = installed_version(component)
     if before and before != after:
-        say(f"upgraded {component.program} {before} -> {after}")
+        say(f"{component.program} {before} -> {after}")
     elif before:
         say(f"{component.program} {after} installed again (the same version)")
     else:
@@ -748,7 +748,23 @@ def install(component: Component, args: argparse.Namespace) -> None:
     else:
         prepare_database(collector)
     install_unit(component, args.start)
+    refresh_other(component, args.start)
     next_steps(component)
+
+
+def refresh_other(component: Component, start: bool) -> None:
+    """The other program, when this machine has it too, runs from the same venv, which now
+    holds the new version: it gets what its own installer run would have done (its
+    configuration checked, the collector's database upgraded) and is restarted if running."""
+    other = COLLECTOR if component is AGENT else AGENT
+    if not (UNITS / other.unit).exists() or not other.config.exists():
+        return
+    say(f"{other.program} shares {VENV}: bringing it up to the same version")
+    check_config(other)
+    if other is COLLECTOR:
+        prepare_database(None)
+    if start and systemd_running():
+        run(["systemctl", "try-restart", other.unit], what=f"restarting {other.unit}")
 
 
 def _configured_database() -> str:
@@ -863,7 +879,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-download", dest="download", action="store_false", help="agent: bundled lists only"
     )
-    p.add_argument("--wheels", type=Path, help="install from these wheels only, offline")
+    p.add_argument(
+        "--wheels", type=lambda p: Path(p).resolve(), help="install from these wheels only, offline"
+    )
     agent = p.add_argument_group("agent")
     agent.add_argument("--school", default="", help="the school's name, for the block page")
     agent.add_argument("--listen", action="append", default=[], metavar="ADDR:PORT")

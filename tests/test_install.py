@@ -261,6 +261,9 @@ def test_the_installer_says_what_it_did(installed: Installed) -> None:
     assert "configuration OK: /etc/schoolgate/agent.toml" in said
     assert "is now current in /var/lib/schoolgate/lists" in said
     assert "schoolgate-agent.service is enabled" in said
+    # The collector shares the venv the agent's run just filled: it is brought along.
+    assert "schoolgate-collector shares /opt/schoolgate/venv" in said
+    assert "the database is at revision" in said
 
 
 def test_every_file_written_is_accounted_for(installed: Installed) -> None:
@@ -529,6 +532,11 @@ def test_purge_leaves_nothing_behind(installed: Installed) -> None:
     assert left == set()
     for table in ("passwd", "group"):
         assert "schoolgate" not in installed.root.upper(f"/etc/{table}").read_text()
+
+
+def test_the_installer_is_a_program() -> None:
+    assert Path(INSTALLER).stat().st_mode & 0o111, "sudo ./install.py needs the executable bit"
+    assert Path(INSTALLER).read_text().startswith("#!/usr/bin/env python3\n")
 
 
 def test_purge_is_only_for_an_uninstall() -> None:
