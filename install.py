@@ -716,8 +716,7 @@ def install_unit(component: Component, start: bool) -> None:
 
 def install(component: Component, args: argparse.Namespace) -> None:
     check_system()
-    config_exists = component.config.exists()
-    writing = args.reconfigure or not config_exists
+    writing = args.reconfigure or not component.config.exists()
     questions = Questions(args.ask if args.ask is not None else sys.stdin.isatty())
     if not writing:
         questions.ask = False
@@ -814,20 +813,16 @@ def uninstall(component: Component, purge: bool) -> None:
         shutil.rmtree(OPT)
         say(f"removed {OPT}")
     kept: list[tuple[Path | str, str]] = []
-    files = [component.config, *_secret_files(component)]
-    removed: list[Path] = []
-    for path in [*files, component.state_dir]:
+    for path in [*_config_files(component), component.state_dir]:
         if not path.exists():
             continue
-        if purge:
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-            removed.append(path)
-        else:
+        if not purge:
             kept.append((path, "data" if path == component.state_dir else "configuration"))
-    for path in removed:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
         say(f"removed {path}")
     if purge:
         component.sysusers.unlink(missing_ok=True)
@@ -845,9 +840,10 @@ def uninstall(component: Component, purge: bool) -> None:
             say(f"  {kind}: {what}")
 
 
-def _secret_files(component: Component) -> list[Path]:
-    olds = [component.config.with_name(component.config.name + ".old")]
-    return [*olds, ETC / "collector.token"] if component is AGENT else olds
+def _config_files(component: Component) -> list[Path]:
+    """The files the installer wrote in /etc/schoolgate for ``component``."""
+    written = [component.config, component.config.with_name(component.config.name + ".old")]
+    return [*written, ETC / "collector.token"] if component is AGENT else written
 
 
 def _user_exists(user: str) -> bool:
