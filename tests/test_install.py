@@ -499,6 +499,39 @@ def test_reconfigure_writes_it_again_and_keeps_the_old_one(installed: Installed)
     assert mode_owner(config) == (0o640, "root", "schoolgate")
 
 
+def test_a_collector_on_postgresql(installed: Installed) -> None:
+    """The collector moved to PostgreSQL, in a schema of its own: the venv gains psycopg."""
+    reason = postgresql_unreachable()
+    if reason is not None:
+        pytest.skip(reason)
+    schema = "sginstall_" + secrets.token_hex(6)
+    admin = open_engine(POSTGRESQL)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    url = f"{POSTGRESQL}?options=-csearch_path%3D{schema}"
+    try:
+        said = installed.install("collector", "--reconfigure", "--database", url, "--admin", ADMIN)
+        assert "the previous configuration is kept as /etc/schoolgate/collector.toml.old" in said
+        assert "database upgraded from revision (empty)" in said
+        assert "database postgresql://postgres@127.0.0.1:5432/test" in said
+        config = installed.root.upper("/etc/schoolgate/collector.toml")
+        assert tomllib.loads(config.read_text())["database"] == {"url": url}
+        assert mode_owner(config) == (0o640, "root", "schoolgate-collector")
+        with admin.connect() as conn:
+            tables = conn.execute(
+                text("SELECT count(*) FROM information_schema.tables WHERE table_schema = :s"),
+                {"s": schema},
+            ).scalar_one()
+        assert tables > 10
+        # An upgrade finds the PostgreSQL URL in the kept file and keeps psycopg installed.
+        said = installed.install("collector")
+        assert "the database is at revision" in said
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
 def test_uninstall_keeps_the_configuration_data_and_users_and_says_so(
     installed: Installed,
 ) -> None:
@@ -536,39 +569,6 @@ def test_purge_leaves_nothing_behind(installed: Installed) -> None:
     assert left == set()
     for table in ("passwd", "group"):
         assert "schoolgate" not in installed.root.upper(f"/etc/{table}").read_text()
-
-
-def test_a_collector_on_postgresql(installed: Installed) -> None:
-    """After the purge above: a district's collector on PostgreSQL, in a schema of its own."""
-    reason = postgresql_unreachable()
-    if reason is not None:
-        pytest.skip(reason)
-    schema = "sginstall_" + secrets.token_hex(6)
-    admin = open_engine(POSTGRESQL)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    url = f"{POSTGRESQL}?options=-csearch_path%3D{schema}"
-    try:
-        said = installed.install("collector", "--database", url, "--admin", ADMIN)
-        assert "database upgraded from revision (empty)" in said
-        assert "database postgresql://postgres@127.0.0.1:5432/test" in said
-        config = installed.root.upper("/etc/schoolgate/collector.toml")
-        assert tomllib.loads(config.read_text())["database"] == {"url": url}
-        assert mode_owner(config) == (0o640, "root", "schoolgate-collector")
-        with admin.connect() as conn:
-            tables = conn.execute(
-                text("SELECT count(*) FROM information_schema.tables WHERE table_schema = :s"),
-                {"s": schema},
-            ).scalar_one()
-        assert tables > 10
-        # An upgrade finds the PostgreSQL URL in the kept file and keeps psycopg installed.
-        said = installed.install("collector")
-        assert "the database is at revision" in said
-        installed.install("collector", "--uninstall", "--purge")
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
 
 
 def test_the_installer_is_a_program() -> None:
