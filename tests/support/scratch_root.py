@@ -96,11 +96,11 @@ def scratch_root(base: Path) -> Iterator[ScratchRoot]:
     mounts = []
     for top in OVERLAID:
         name = top.strip("/")
-        for part in ("upper", "work"):
+        for part in ("upper", "overlay-work"):
             (base / part / name).mkdir(parents=True)
         mounts.append(
             f"mount -t overlay overlay -o lowerdir={top},upperdir={base}/upper/{name},"
-            f"workdir={base}/work/{name} {top}"
+            f"workdir={base}/overlay-work/{name} {top}"
         )
     script = " && ".join([*mounts, "echo ready", "exec sleep 3600"])
     holder = subprocess.Popen(
