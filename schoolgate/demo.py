@@ -201,15 +201,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, agent_args = parser.parse_known_args(argv)
     dns_at = _agent_listen(agent_args)
     try:
-        host, port = parse_address(args.collector_listen)
-        parse_address(args.metrics)
+        url = f"http://{_where(args.collector_listen)}"
+        _where(args.metrics)
         dns_host, dns_port = parse_address(dns_at)
     except ValueError as exc:
         parser.error(str(exc))
     base = args.state_dir.resolve() if args.state_dir else None
     collector_dir = base / "collector" if base else user_state_dir("schoolgate-collector")
     config, token_file = prepare_collector(collector_dir, args.collector_listen)
-    url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
     # Our own programs, with arguments this process made or was given by its user.
     collector = subprocess.Popen([_bin("schoolgate-collector"), "run", "--config", str(config)])  # noqa: S603
